@@ -1,0 +1,301 @@
+"""Typed configuration (pydantic) loaded from YAML recipes, with ``--set key=value`` overrides.
+
+A recipe is a YAML file with the sections below; ``base: other_recipe`` inherits another recipe and
+overrides it key by key. Built-in recipes live in ``medseg/recipes/*.yaml`` and are named without
+the extension (``medseg train --recipe m2snet_polyp``).
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A recipe or override a user wrote is invalid (the CLI prints it as one line, exit code 2)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class NormalizeConfig(_Strict):
+    """How image intensities are normalised after reading.
+
+    ``imagenet``: ImageNet mean/std on [0, 1] RGB (or ``mean``/``std`` given explicitly);
+    ``window``: clip to ``window`` (e.g. CT HU [-125, 275]) and scale to [0, 1];
+    ``unit``: images already in [0, 1] (PNG/JPEG divided by 255, ACDC h5) are left as they are;
+    ``zscore``: per-image zero mean / unit variance.
+    """
+
+    kind: Literal["imagenet", "window", "unit", "zscore"] = "unit"
+    window: tuple[float, float] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+class AugmentConfig(_Strict):
+    """Training augmentation (MONAI). ``preset: transunet`` is TransUNet's RandomGenerator."""
+
+    preset: Literal["none", "basic", "transunet"] = "basic"
+    flip: bool = True
+    vflip: bool = False
+    rot90: bool = False
+    rotate_deg: float = 0.0
+    prob: float = 0.5
+
+
+class DataConfig(_Strict):
+    format: Literal["image_folder", "transunet", "nnunet_raw", "pranet"] = "image_folder"
+    root: str | None = None
+    builtin: str | None = None  # generate this built-in data set when ``root`` is empty
+    builtin_seed: int = 0
+    builtin_count: int | None = None
+    image_dir: str = "images"
+    mask_dir: str = "masks"
+    num_classes: int = 2  # including background; 2 = binary
+    in_channels: int = 1
+    class_names: list[str] | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"
+    test_split: str = "test"
+    split_seed: int = 0
+    val_fraction: float = 0.1  # used when no val split file exists
+    size: tuple[int, int] = (224, 224)
+    multiscale: list[int] | None = None  # one size per batch from this list (training only)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    skip_empty_slices: bool = False
+    max_train_cases: int | None = None  # subset for quick runs
+    max_val_cases: int | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+    cache: bool = True
+
+    @field_validator("num_classes")
+    @classmethod
+    def _classes(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("num_classes counts the background: use 2 for a binary task")
+        return v
+
+    @property
+    def out_channels(self) -> int:
+        """1 for binary (sigmoid), else ``num_classes`` (softmax)."""
+        return 1 if self.num_classes == 2 else self.num_classes
+
+
+class ModelConfig(_Strict):
+    name: str = "unet"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossTerm(_Strict):
+    """One weighted term: ``loss`` applied to ``output`` (``logits`` or ``aux/<name>``) or ``outputs``."""
+
+    loss: str
+    output: str | None = "logits"
+    outputs: list[str] | None = None
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="dice_ce")])
+
+
+class ParamGroup(_Strict):
+    """Parameters whose name starts with any of ``prefixes`` get ``lr * lr_mult``."""
+
+    prefixes: list[str]
+    lr_mult: float = 1.0
+    weight_decay: float | None = None
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    param_groups: list[ParamGroup] = Field(default_factory=list)
+
+
+class ScheduleConfig(_Strict):
+    """``poly`` (per iteration, ``power``), ``triangle`` (MSNet, per epoch), ``warmup_cosine``, ``constant``."""
+
+    name: Literal["poly", "triangle", "warmup_cosine", "constant"] = "constant"
+    power: float = 0.9
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+
+
+class StrategyConfig(_Strict):
+    """How one batch is trained: ``single`` pass, or MGRAD-UNet's ``feedback`` passes."""
+
+    name: Literal["single", "feedback"] = "single"
+    feedback_iters: int = 3
+    update: Literal["per_pass", "summed"] = "per_pass"
+
+
+class TrainerConfig(_Strict):
+    max_epochs: int = 10
+    max_steps: int = -1
+    max_time_s: float | None = None
+    precision: str = "auto"  # "auto" = bf16/16-mixed on GPU, 32 on CPU
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    check_val_every_n_epoch: int = 1
+    limit_train_batches: float | int = 1.0
+    limit_val_batches: float | int = 1.0
+    val_metric: str = "dice"
+    log_every_n_steps: int = 10
+    overlays: int = 4
+    deterministic: bool = False
+    progress: bool = True
+
+
+class EvalConfig(_Strict):
+    protocol: Literal["auto", "image", "volume", "polyp"] = "auto"
+    mode: Literal["paper", "strict"] = "paper"
+    hd_method: Literal["medpy", "monai"] = "medpy"
+    use_spacing: bool = False
+    batch_size: int = 16
+    feedback_iters: int = 1  # MGRAD-UNet: >1 feeds the decoders' difference back at test time
+    tta: bool = False
+    fast: bool = True
+
+
+class Config(_Strict):
+    name: str = "custom"
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("medseg.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path_or_name: str) -> dict[str, Any]:
+    p = Path(path_or_name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"recipe file not found: {p}")
+        text = p.read_text()
+        where = str(p)
+    else:
+        res = resources.files("medseg.recipes") / f"{path_or_name}.yaml"
+        if not res.is_file():
+            raise ConfigError(f"unknown recipe {path_or_name!r}; built-in recipes: {', '.join(recipe_names())}")
+        text = res.read_text()
+        where = f"recipe {path_or_name}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a recipe must be a mapping of sections")
+    return data
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _resolve(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name in seen:
+        raise ConfigError(f"recipe inheritance loops: {' -> '.join(seen + (name,))}")
+    data = _read_yaml(name)
+    base = data.pop("base", None)
+    if base:
+        data = deep_merge(_resolve(str(base), seen + (name,)), data)
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.01"`` -> (["optim", "lr"], 0.01); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.setdefault(k, {}), dict):
+                raise ConfigError(f"--set {item}: {k!r} is not a section")
+            node = node[k]
+        node[keys[-1]] = value
+    return out
+
+
+def _apply_presets(data: dict[str, Any]) -> dict[str, Any]:
+    """``preset: NAME`` selects ``presets.NAME`` (a partial config merged on top)."""
+    chosen = data.pop("preset", None)
+    if chosen is None:
+        return data
+    presets = data.get("presets") or {}
+    if chosen not in presets:
+        raise ConfigError(f"unknown preset {chosen!r}; this recipe has: {', '.join(presets) or 'none'}")
+    return deep_merge(data, presets[chosen])
+
+
+def validate(data: dict[str, Any], where: str = "config") -> Config:
+    try:
+        return Config.model_validate(_apply_presets(copy.deepcopy(data)))
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{where}: {loc}: {first['msg']}") from None
+
+
+def load_config(recipe: str = "quickstart", overrides: list[str] | None = None) -> Config:
+    """Load a built-in recipe by name or a YAML file, apply ``key=value`` overrides, validate."""
+    data = _resolve(recipe)
+    data = apply_overrides(data, overrides or [])
+    return validate(data, where=f"recipe {recipe}")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from medseg.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

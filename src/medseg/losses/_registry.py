@@ -1,0 +1,51 @@
+"""Loss registry: criterion terms name their loss; ``build_loss`` makes it.
+
+A loss is an ``nn.Module`` called as ``loss(logits, target)`` with ``logits`` [B, C, h, w] (C = 1 means
+binary/sigmoid) and ``target`` int64 [B, h, w] already resized to the logits. A loss with the class
+attribute ``multi_output = True`` is called as ``loss([logits_1, ..., logits_n], target)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+_LOSSES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_loss(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def wrap(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _LOSSES:
+            raise ValueError(f"loss {name!r} is registered twice")
+        _LOSSES[name] = cls
+        return cls
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    import importlib
+
+    for mod in ("compound", "structure", "perceptual", "aggregated", "deep_supervision"):
+        try:
+            importlib.import_module(f"medseg.losses.{mod}")
+        except ModuleNotFoundError as err:  # a loss module still being written
+            if err.name != f"medseg.losses.{mod}":
+                raise
+
+
+def loss_names() -> list[str]:
+    _ensure_loaded()
+    return sorted(_LOSSES)
+
+
+def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    _ensure_loaded()
+    if name not in _LOSSES:
+        raise KeyError(f"unknown loss {name!r}; valid names: {', '.join(sorted(_LOSSES))}")
+    try:
+        return _LOSSES[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"loss {name!r}: {err}") from None

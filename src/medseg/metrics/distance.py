@@ -1,0 +1,222 @@
+"""Surface distances between two binary masks: HD95 (two definitions), HD, ASD, ASSD.
+
+Definitions (identical to ``medpy.metric.binary``, which is only a test oracle here):
+
+* **Surface (border)** of a mask M: ``M XOR binary_erosion(M, generate_binary_structure(ndim, 1))``
+  — the foreground voxels with at least one face-neighbour (connectivity 1) in the background;
+  voxels on the array edge count as border (the outside is background).
+* **Directed surface distances** P→G: for every border voxel of P, the Euclidean distance (in the
+  units of ``spacing``) to the nearest border voxel of G, from one ``distance_transform_edt`` of
+  ``~border(G)`` with ``sampling=spacing``. One EDT per direction gives both sets.
+* ``spacing`` is in **array axis order** (for a ``[D, H, W]`` volume: ``(dz, dy, dx)``); ``None``
+  means 1 for every axis, i.e. distances in voxels (TransUNet's protocol); a scalar applies to all
+  axes.
+
+Metrics from the two directed sets ``d_pg`` (pred→gt) and ``d_gp`` (gt→pred):
+
+* ``hd95(method="medpy")`` — 95th percentile (numpy linear interpolation) of the **pooled**
+  (concatenated) sets; equals ``medpy.metric.binary.hd95``. This is what TransUNet and the seed
+  papers report and the library's ``paper`` default.
+* ``hd95(method="monai")`` — ``max(P95(d_pg), P95(d_gp))``, the MONAI / DeepMind
+  ``surface-distance`` definition. It is usually larger than the pooled value (+21 % to +49 % on
+  organ masks), since one direction's outliers no longer get diluted by the other direction's
+  distances; it is not guaranteed to be larger for every tiny mask (linear interpolation).
+* ``hd`` — ``max(max d_pg, max d_gp)`` (Hausdorff distance).
+* ``asd`` — mean of ``d_pg`` (directed, prediction to reference; = medpy ``asd``).
+* ``assd`` — ``(mean d_pg + mean d_gp) / 2`` (= medpy ``assd``; CASCADE's "ASD" column is this).
+
+Empty masks: distances are undefined when either mask is empty. :func:`surface_distances` raises
+``ValueError``; the scalar functions raise too unless ``empty=<value>`` is given, in which case
+that value is returned. The papers' per-case policies (TransUNet: HD95 0 for a missed organ) and
+the strict mode (NaN, excluded and counted) are applied by :mod:`medseg.metrics.aggregate`.
+
+Speed: both masks are cropped to the bounding box of their union plus a one-voxel margin before
+the erosion and the EDTs. This gives identical numbers (all border voxels lie inside the box and
+the margin reproduces the background outside the array) at a fraction of the cost on volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt
+
+__all__ = [
+    "HD95_METHODS",
+    "surface_distances",
+    "distances_from_sets",
+    "hd95",
+    "hd",
+    "asd",
+    "assd",
+]
+
+HD95_METHODS = ("medpy", "monai")
+HD95Method = Literal["medpy", "monai"]
+Spacing = float | Sequence[float] | np.ndarray | None
+
+
+def _normalize_spacing(spacing: Spacing, ndim: int) -> tuple[float, ...] | None:
+    if spacing is None:
+        return None
+    sp = np.atleast_1d(np.asarray(spacing, dtype=np.float64))
+    if sp.size == 1:
+        sp = np.repeat(sp, ndim)
+    if sp.size != ndim:
+        raise ValueError(f"spacing has {sp.size} values for a {ndim}-D mask (array axis order expected)")
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise ValueError(f"spacing must be positive and finite, got {tuple(sp)}")
+    return tuple(float(s) for s in sp)
+
+
+def _union_box(p: np.ndarray, g: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box (slices) of ``p | g``; ``None`` if both are empty."""
+    u = p | g
+    box = []
+    for ax in range(u.ndim):
+        other = tuple(a for a in range(u.ndim) if a != ax)
+        idx = np.flatnonzero(u.any(axis=other)) if other else np.flatnonzero(u)
+        if idx.size == 0:
+            return None
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+
+
+def _pad1(m: np.ndarray) -> np.ndarray:
+    """Copy of ``m`` with a one-voxel background margin on every side."""
+    out = np.zeros(tuple(s + 2 for s in m.shape), dtype=bool)
+    out[(slice(1, -1),) * m.ndim] = m
+    return out
+
+
+def _border(m: np.ndarray) -> np.ndarray:
+    """``m XOR erosion(m)`` (cross structuring element) of a mask whose outer shell is background."""
+    core = (slice(1, -1),) * m.ndim
+    eroded = m[core].copy()
+    for ax in range(m.ndim):
+        for off in (0, 2):
+            sl = list(core)
+            sl[ax] = slice(off, m.shape[ax] - 2 + off)
+            eroded &= m[tuple(sl)]
+    border = np.zeros_like(m)
+    border[core] = m[core] & ~eroded
+    return border
+
+
+def _directed_sets(
+    p: np.ndarray, g: np.ndarray, spacing: tuple[float, ...] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both directed sets for masks already cropped to their union box (not yet padded)."""
+    pb = _border(_pad1(p))
+    gb = _border(_pad1(g))
+    d_pg = distance_transform_edt(~gb, sampling=spacing)[pb]
+    d_gp = distance_transform_edt(~pb, sampling=spacing)[gb]
+    return d_pg, d_gp
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(pred)
+    g = np.asarray(gt)
+    p = p if p.dtype == np.bool_ else p != 0
+    g = g if g.dtype == np.bool_ else g != 0
+    if p.shape != g.shape:
+        raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
+    if p.ndim == 0:
+        raise ValueError("masks must have at least one dimension")
+    return p, g
+
+
+def surface_distances(
+    pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directed surface distances ``(d_pred_to_gt, d_gt_to_pred)`` (float64 arrays).
+
+    ``d_pred_to_gt[i]`` is the distance from the i-th border voxel of ``pred`` (C order) to the
+    nearest border voxel of ``gt``. Raises ``ValueError`` if either mask is empty.
+    """
+    p, g = _check_pair(pred, gt)
+    sp = _normalize_spacing(spacing, p.ndim)
+    if not p.any() or not g.any():
+        raise ValueError(
+            "surface distances are undefined for an empty mask "
+            f"(pred empty: {not p.any()}, gt empty: {not g.any()})"
+        )
+    box = _union_box(p, g)
+    assert box is not None
+    return _directed_sets(p[box], g[box], sp)
+
+
+def distances_from_sets(
+    d_pg: np.ndarray,
+    d_gp: np.ndarray,
+    hd_method: HD95Method = "medpy",
+    metrics: Sequence[str] = ("hd95", "hd", "asd", "assd"),
+) -> dict[str, float]:
+    """Distance metrics (any of ``hd95``, ``hd``, ``asd``, ``assd``) from the two directed sets."""
+    out: dict[str, float] = {}
+    for name in metrics:
+        if name == "hd95":
+            if hd_method == "medpy":
+                out[name] = float(np.percentile(np.concatenate((d_pg, d_gp)), 95))
+            elif hd_method == "monai":
+                out[name] = float(max(np.percentile(d_pg, 95), np.percentile(d_gp, 95)))
+            else:
+                raise ValueError(f"unknown HD95 method {hd_method!r}; valid: {HD95_METHODS}")
+        elif name == "hd":
+            out[name] = float(max(d_pg.max(), d_gp.max()))
+        elif name == "asd":
+            out[name] = float(d_pg.mean())
+        elif name == "assd":
+            out[name] = float((d_pg.mean() + d_gp.mean()) / 2.0)
+        else:
+            raise ValueError(f"unknown distance metric {name!r}; valid: hd95, hd, asd, assd")
+    return out
+
+
+def _scalar(
+    name: str,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Spacing,
+    empty: float | None,
+    hd_method: HD95Method = "medpy",
+) -> float:
+    if hd_method not in HD95_METHODS:
+        raise ValueError(f"unknown HD95 method {hd_method!r}; valid: {HD95_METHODS}")
+    p, g = _check_pair(pred, gt)
+    if empty is not None and (not p.any() or not g.any()):
+        _normalize_spacing(spacing, p.ndim)  # still validate the arguments
+        return float(empty)
+    d_pg, d_gp = surface_distances(p, g, spacing)
+    return distances_from_sets(d_pg, d_gp, hd_method=hd_method, metrics=(name,))[name]
+
+
+def hd95(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Spacing = None,
+    method: HD95Method = "medpy",
+    empty: float | None = None,
+) -> float:
+    """95th-percentile Hausdorff distance; ``method="medpy"`` (pooled) or ``"monai"`` (directed max).
+
+    ``empty``: value returned when either mask is empty (default ``None``: raise ``ValueError``).
+    """
+    return _scalar("hd95", pred, gt, spacing, empty, hd_method=method)
+
+
+def hd(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, empty: float | None = None) -> float:
+    """Hausdorff distance (maximum of both directed sets); see :func:`hd95` for ``empty``."""
+    return _scalar("hd", pred, gt, spacing, empty)
+
+
+def asd(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, empty: float | None = None) -> float:
+    """Average surface distance, directed pred→gt (= medpy ``asd``); see :func:`hd95` for ``empty``."""
+    return _scalar("asd", pred, gt, spacing, empty)
+
+
+def assd(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, empty: float | None = None) -> float:
+    """Average symmetric surface distance (= medpy ``assd``); see :func:`hd95` for ``empty``."""
+    return _scalar("assd", pred, gt, spacing, empty)

@@ -1,0 +1,90 @@
+"""Model registry: every architecture is built by name through :func:`build_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    paper: str
+    default_size: tuple[int, int]
+    stride: int
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    paper: str = "",
+    default_size: tuple[int, int] = (224, 224),
+    stride: int = 32,
+    description: str = "",
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``fn(in_channels, out_channels, **kwargs) -> nn.Module`` under ``name``."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        doc = description or (fn.__doc__ or "").strip().splitlines()[0] if (description or fn.__doc__) else ""
+        _REGISTRY[name] = ModelEntry(name, fn, paper, tuple(default_size), stride, doc)
+        return fn
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the architecture modules runs their @register_model decorators.
+    from medseg.models import _all  # noqa: F401
+
+
+def model_names() -> list[str]:
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, in_channels: int = 3, out_channels: int = 1, **kwargs: Any) -> nn.Module:
+    """Build a registered model. ``out_channels == 1`` is binary (sigmoid), ``K >= 2`` is softmax."""
+    entry = get_entry(name)
+    model = entry.builder(in_channels=in_channels, out_channels=out_channels, **kwargs)
+    model.medseg_name = name  # type: ignore[attr-defined]
+    model.stride = getattr(model, "stride", entry.stride)  # type: ignore[attr-defined]
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def list_models(with_params: bool = True, in_channels: int = 3, out_channels: int = 1) -> list[dict[str, Any]]:
+    """Name, paper, default input size, stride and (optionally) trainable parameters of every model."""
+    rows = []
+    for name in model_names():
+        e = _REGISTRY[name]
+        row: dict[str, Any] = {
+            "name": name,
+            "paper": e.paper,
+            "default_size": e.default_size,
+            "stride": e.stride,
+            "description": e.description,
+        }
+        if with_params:
+            row["params"] = count_parameters(build_model(name, in_channels, out_channels))
+        rows.append(row)
+    return rows
