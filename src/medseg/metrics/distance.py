@@ -23,7 +23,10 @@ Metrics from the two directed sets ``d_pg`` (pred→gt) and ``d_gp`` (gt→pred)
   distances; it is not guaranteed to be larger for every tiny mask (linear interpolation).
 * ``hd`` — ``max(max d_pg, max d_gp)`` (Hausdorff distance).
 * ``asd`` — mean of ``d_pg`` (directed, prediction to reference; = medpy ``asd``).
-* ``assd`` — ``(mean d_pg + mean d_gp) / 2`` (= medpy ``assd``; CASCADE's "ASD" column is this).
+* ``assd`` — mean of the pooled sets ``mean(concat(d_pg, d_gp))`` (= medpy >= 0.5 ``assd``;
+  CASCADE's "ASD" column is medpy's ``assd``). medpy <= 0.4 (which the 2022-23 papers probably
+  ran) averaged the two directed means instead, ``(mean d_pg + mean d_gp) / 2``: pass
+  ``assd_method="mean"`` for that; the two differ when the surfaces have different sizes.
 
 Empty masks: distances are undefined when either mask is empty. :func:`surface_distances` raises
 ``ValueError``; the scalar functions raise too unless ``empty=<value>`` is given, in which case
@@ -45,6 +48,7 @@ from scipy.ndimage import distance_transform_edt
 
 __all__ = [
     "HD95_METHODS",
+    "ASSD_METHODS",
     "surface_distances",
     "distances_from_sets",
     "hd95",
@@ -55,6 +59,8 @@ __all__ = [
 
 HD95_METHODS = ("medpy", "monai")
 HD95Method = Literal["medpy", "monai"]
+ASSD_METHODS = ("pooled", "mean")
+ASSDMethod = Literal["pooled", "mean"]
 Spacing = float | Sequence[float] | np.ndarray | None
 
 
@@ -153,6 +159,7 @@ def distances_from_sets(
     d_gp: np.ndarray,
     hd_method: HD95Method = "medpy",
     metrics: Sequence[str] = ("hd95", "hd", "asd", "assd"),
+    assd_method: ASSDMethod = "pooled",
 ) -> dict[str, float]:
     """Distance metrics (any of ``hd95``, ``hd``, ``asd``, ``assd``) from the two directed sets."""
     out: dict[str, float] = {}
@@ -169,7 +176,12 @@ def distances_from_sets(
         elif name == "asd":
             out[name] = float(d_pg.mean())
         elif name == "assd":
-            out[name] = float((d_pg.mean() + d_gp.mean()) / 2.0)
+            if assd_method == "pooled":
+                out[name] = float(np.concatenate((d_pg, d_gp)).mean())
+            elif assd_method == "mean":
+                out[name] = float((d_pg.mean() + d_gp.mean()) / 2.0)
+            else:
+                raise ValueError(f"unknown ASSD method {assd_method!r}; valid: {ASSD_METHODS}")
         else:
             raise ValueError(f"unknown distance metric {name!r}; valid: hd95, hd, asd, assd")
     return out
@@ -182,6 +194,7 @@ def _scalar(
     spacing: Spacing,
     empty: float | None,
     hd_method: HD95Method = "medpy",
+    assd_method: ASSDMethod = "pooled",
 ) -> float:
     if hd_method not in HD95_METHODS:
         raise ValueError(f"unknown HD95 method {hd_method!r}; valid: {HD95_METHODS}")
@@ -190,7 +203,9 @@ def _scalar(
         _normalize_spacing(spacing, p.ndim)  # still validate the arguments
         return float(empty)
     d_pg, d_gp = surface_distances(p, g, spacing)
-    return distances_from_sets(d_pg, d_gp, hd_method=hd_method, metrics=(name,))[name]
+    return distances_from_sets(d_pg, d_gp, hd_method=hd_method, metrics=(name,), assd_method=assd_method)[
+        name
+    ]
 
 
 def hd95(
@@ -217,6 +232,17 @@ def asd(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, empty: float 
     return _scalar("asd", pred, gt, spacing, empty)
 
 
-def assd(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, empty: float | None = None) -> float:
-    """Average symmetric surface distance (= medpy ``assd``); see :func:`hd95` for ``empty``."""
-    return _scalar("assd", pred, gt, spacing, empty)
+def assd(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Spacing = None,
+    empty: float | None = None,
+    method: ASSDMethod = "pooled",
+) -> float:
+    """Average symmetric surface distance: ``"pooled"`` (= medpy >= 0.5) or ``"mean"`` (medpy <= 0.4).
+
+    See :func:`hd95` for ``empty``.
+    """
+    if method not in ASSD_METHODS:
+        raise ValueError(f"unknown ASSD method {method!r}; valid: {ASSD_METHODS}")
+    return _scalar("assd", pred, gt, spacing, empty, assd_method=method)

@@ -1,0 +1,153 @@
+"""Polyp protocol: hand-computed values and py_sod_metrics as the oracle."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from medseg.metrics import PRANET_THRESHOLDS, PolypEvaluator, binarize_gt, polyp_markdown
+
+sod = pytest.importorskip("py_sod_metrics")
+
+# prob                         gt (0/255 PNG)
+# 0.9 0.8 0.1 0.0              255 255   0   0
+# 0.7 0.5 0.2 0.0              255 255   0   0
+# 0.4 0.6 0.3 0.0              255   0   0   0
+# 0.0 0.0 0.0 0.0                0   0   0   0
+# prob >= 0.5: (0,0) (0,1) (1,0) (1,1) (2,1) -> 5 px; gt: 5 px; tp = 4
+# Dice@0.5 = 2*4 / (5 + 5) = 0.8;  IoU@0.5 = 4 / (5 + 5 - 4) = 2/3
+# MAE: on gt 0.1+0.2+0.3+0.5+0.6 = 1.7; off gt 0.1+0.2+0.6+0.3 = 1.2; (1.7 + 1.2) / 16 = 0.18125
+PROB = np.array([[0.9, 0.8, 0.1, 0.0], [0.7, 0.5, 0.2, 0.0], [0.4, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0]])
+GT = np.array([[255, 255, 0, 0], [255, 255, 0, 0], [255, 0, 0, 0], [0, 0, 0, 0]], dtype=np.uint8)
+
+
+def test_tiny_case_hand_computed() -> None:
+    ev = PolypEvaluator()
+    row = ev.add("tiny", PROB, GT)
+    assert row["dice"] == pytest.approx(0.8)
+    assert row["iou"] == pytest.approx(2 / 3)
+    assert row["MAE"] == pytest.approx(0.18125)
+    res = ev.results()
+    assert res["dice"] == pytest.approx(0.8) and res["MAE"] == pytest.approx(0.18125)
+    assert res["n_images"] == 1 and res["threshold"] == 0.5 and res["minmax"] is False
+
+
+def _images(seed: int = 0, n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Small soft maps; half of them quantised to k/255 to hit the thresholds exactly."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        g = np.zeros((20, 24), dtype=np.uint8)
+        y, x = rng.integers(2, 10), rng.integers(2, 12)
+        g[y : y + 8, x : x + 9] = 255
+        p = np.clip(0.55 * (g > 0) + 0.5 * rng.random(g.shape), 0, 1)
+        if i % 2:
+            p = np.round(p * 255) / 255
+        out.append((p, g))
+    return out
+
+
+def test_threshold_sweep_equals_direct_loop() -> None:
+    imgs = _images()
+    ev = PolypEvaluator()
+    for i, (p, g) in enumerate(imgs):
+        ev.add(f"im{i}", p, g)
+    # PraNet main.m: for each threshold 1:-1/255:0, Fmeasure_calu(prob >= t) with 0 when tp == 0
+    thresholds = np.arange(255, -1, -1) / 255.0
+    dice_curves, iou_curves = [], []
+    for p, g in imgs:
+        gb = g > 128
+        d, j = [], []
+        for t in thresholds:
+            b = p >= t
+            tp = np.count_nonzero(b & gb)
+            d.append(0.0 if tp == 0 else 2 * tp / (b.sum() + gb.sum()))
+            j.append(0.0 if tp == 0 else tp / (b.sum() + gb.sum() - tp))
+        dice_curves.append(d)
+        iou_curves.append(j)
+    mean_dice_curve = np.mean(dice_curves, axis=0)  # mean over images per threshold
+    res = ev.results()
+    assert res["meanDic"] == pytest.approx(mean_dice_curve.mean(), abs=1e-12)
+    assert res["maxDic"] == pytest.approx(mean_dice_curve.max(), abs=1e-12)
+    assert res["meanIoU"] == pytest.approx(np.mean(iou_curves, axis=0).mean(), abs=1e-12)
+    np.testing.assert_allclose(ev.curves()["dice"], mean_dice_curve, atol=1e-12)
+    np.testing.assert_array_equal(ev.curves()["thresholds"], PRANET_THRESHOLDS)
+    # per-image values are the per-image curve means
+    assert ev.per_image()[1]["meanDic"] == pytest.approx(np.mean(dice_curves[1]), abs=1e-12)
+
+
+def test_structure_measures_equal_py_sod_metrics() -> None:
+    imgs = _images(seed=1) + [(PROB, GT)]
+    ev = PolypEvaluator()
+    sm, em, wfm, mae = sod.Smeasure(alpha=0.5), sod.Emeasure(), sod.WeightedFmeasure(beta=1), sod.MAE()
+    for i, (p, g) in enumerate(imgs):
+        ev.add(f"im{i}", p, g)
+        for m in (sm, em, wfm, mae):
+            m.step(p.astype(np.float64), g > 128, normalize=False)
+    res = ev.results()
+    em_curve = em.get_results()["em"]["curve"]
+    assert res["Sm"] == pytest.approx(sm.get_results()["sm"], abs=1e-12)
+    assert res["wFm"] == pytest.approx(wfm.get_results()["wfm"], abs=1e-12)
+    assert res["MAE"] == pytest.approx(mae.get_results()["mae"], abs=1e-12)
+    assert res["meanEm"] == pytest.approx(em_curve.mean(), abs=1e-12)
+    assert res["maxEm"] == pytest.approx(em_curve.max(), abs=1e-12)
+    assert res["adpEm"] == pytest.approx(em.get_results()["em"]["adp"], abs=1e-12)
+    assert [r["Sm"] for r in ev.per_image()] == pytest.approx(sm.sms, abs=1e-12)
+
+
+def test_minmax_on_uint8_maps_is_the_pranet_normalisation() -> None:
+    # py_sod_metrics' normalize=True path is PraNet's main.m: im2double, mapminmax, gt > 128
+    rng = np.random.default_rng(2)
+    ev = PolypEvaluator(minmax=True)
+    sm, wfm = sod.Smeasure(), sod.WeightedFmeasure()
+    for i, (p, g) in enumerate(_images(seed=3)):
+        p8 = (p * 200 + rng.integers(0, 30)).astype(np.uint8)
+        ev.add(f"im{i}", p8, g)
+        sm.step(p8, g)
+        wfm.step(p8, g)
+    res = ev.results()
+    assert res["Sm"] == pytest.approx(sm.get_results()["sm"], abs=1e-12)
+    assert res["wFm"] == pytest.approx(wfm.get_results()["wfm"], abs=1e-12)
+
+
+def test_binarize_gt() -> None:
+    assert binarize_gt(np.array([0, 128, 129, 255], dtype=np.uint8)).tolist() == [False, False, True, True]
+    assert binarize_gt(np.array([0, 1, 1, 0], dtype=np.int64)).tolist() == [False, True, True, False]
+    assert binarize_gt(np.array([0.2, 0.5, 0.51, 1.0])).tolist() == [False, False, True, True]
+    assert binarize_gt(np.array([True, False])).tolist() == [True, False]
+
+
+def test_input_validation() -> None:
+    ev = PolypEvaluator()
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ev.add("logits", PROB * 4 - 2, GT)
+    with pytest.raises(ValueError, match="equal shape"):
+        ev.add("shape", PROB, GT[:3])
+    with pytest.raises(TypeError):
+        ev.add("ints", (PROB > 0.5).astype(np.int64), GT)
+    with pytest.raises(ValueError, match="no image"):
+        ev.results()
+
+
+def test_csv_and_markdown(tmp_path) -> None:
+    ev = PolypEvaluator()
+    for i, (p, g) in enumerate(_images(seed=4, n=3)):
+        ev.add(f"im{i}.png", p, g)
+    path = ev.to_csv(tmp_path / "polyp.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["im0.png", "im1.png", "im2.png"]
+    assert float(rows[2]["meanDic"]) == pytest.approx(ev.per_image()[2]["meanDic"])
+
+    res = ev.results()
+    md = polyp_markdown({"Kvasir": res, "ETIS": {**res, "meanDic": 0.5}})
+    lines = md.splitlines()
+    assert lines[0] == "| Dataset | mDice | mIoU | Fwβ | Sα | mEφ | maxEφ | MAE |"
+    cells = lines[2].strip("| ").split(" | ")
+    expected = [res[k] for k in ("meanDic", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "MAE")]
+    assert cells[0] == "Kvasir" and [float(c) for c in cells[1:]] == pytest.approx(expected, abs=5e-4)
+    assert lines[3].startswith("| ETIS | 0.500 |")
+    md2 = polyp_markdown({"Kvasir": res}, columns=[("Dice@0.5", "dice")], digits=4)
+    assert md2.splitlines()[2] == f"| Kvasir | {res['dice']:.4f} |"
