@@ -1,0 +1,209 @@
+"""The ``medseg`` command: a thin layer over :mod:`medseg.engine`.
+
+Heavy libraries (torch, MONAI, Lightning) are imported inside the commands, so ``medseg --help`` and
+argument errors answer at once. A mistake a user can make (unknown recipe/model, missing folder,
+bad data) prints one line and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="medseg",
+    help="Medical image segmentation: train, evaluate and predict with the papers' models and protocols.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Data utilities: built-in synthetic data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+export_app = typer.Typer(help="Export a trained model.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from medseg.config import ConfigError
+    from medseg.utils import MedsegError
+
+    return (ConfigError, MedsegError, FileNotFoundError)
+
+
+def _fail(msg: str) -> None:
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+# ------------------------------------------------------------------------------------------ train
+@app.command()
+def train(
+    recipe: Annotated[str, typer.Option(help="Built-in recipe name or a YAML file.")] = "quickstart",
+    data: Annotated[Path | None, typer.Option(help="Data folder (replaces the recipe's data root / built-in data).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (see `medseg models`).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<recipe>-<time>).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value (repeatable).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in this folder.")] = None,
+    devices: Annotated[str | None, typer.Option(help="Devices per node (Lightning), e.g. 2 or auto.")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="Number of nodes (multi-node DDP).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Lightning strategy, e.g. ddp.")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="cpu, gpu or auto.")] = None,
+) -> None:
+    """Train a model. With no arguments: the `quickstart` recipe on built-in phantom CT data."""
+    overrides = list(set_ or [])
+    if data is not None:
+        overrides += [f"data.root={data}", "data.builtin=null"]
+    if model is not None:
+        overrides += [f"model.name={model}", "model.kwargs={}"]
+    for key, value in (("devices", devices), ("num_nodes", num_nodes), ("strategy", strategy), ("accelerator", accelerator)):
+        if value is not None:
+            overrides.append(f"trainer.{key}={value}")
+    try:
+        from medseg.config import load_config
+        from medseg.engine.train import fit
+
+        if resume is not None:
+            run_dir = fit(None, resume=resume)  # type: ignore[arg-type]
+        else:
+            cfg = load_config(recipe, overrides)
+            _check_model_name(cfg.model.name)
+            console.print(f"[bold]medseg train[/] recipe [cyan]{cfg.name}[/] model [cyan]{cfg.model.name}[/]")
+            run_dir = fit(cfg, out=out)
+    except _user_error_types() as err:
+        _fail(str(err))
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        _print_train_summary(run_dir)
+
+
+def _check_model_name(name: str) -> None:
+    from medseg.models import model_names
+
+    if name not in model_names():
+        from medseg.utils import MedsegError
+
+        raise MedsegError(f"unknown model {name!r}; valid names: {', '.join(model_names())}")
+
+
+def _print_train_summary(run_dir: Path) -> None:
+    import json
+
+    p = run_dir / "summary.json"
+    if not p.is_file():
+        return
+    s = json.loads(p.read_text())
+    best = s.get("best_val")
+    console.print(
+        f"[green]done[/] in {s.get('train_seconds', 0):.0f} s: {s.get('epochs')} epochs, {s.get('steps')} steps"
+        + (f", best validation Dice {best:.4f}" if best is not None else "")
+        + f"\nrun folder: {run_dir}"
+    )
+
+
+# --------------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`.")],
+    data: Annotated[Path | None, typer.Option(help="Data folder (default: the one the run trained on).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split to evaluate (default: the recipe's test split).")] = None,
+    mode: Annotated[str | None, typer.Option(help="paper (TransUNet's empty-mask rules) or strict.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="auto, image, volume or polyp.")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best, last or a .ckpt path.")] = "best",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN_DIR/eval/<split>-<mode>).")] = None,
+    save_predictions: Annotated[bool, typer.Option(help="Also write the predicted masks / volumes.")] = False,
+) -> None:
+    """Evaluate a trained run on a split and write per-case CSV, summary JSON and a Markdown table."""
+    if mode is not None and mode not in ("paper", "strict"):
+        _fail(f"--mode must be 'paper' or 'strict', got {mode!r}")
+    if protocol is not None and protocol not in ("auto", "image", "volume", "polyp"):
+        _fail(f"--protocol must be auto, image, volume or polyp, got {protocol!r}")
+    try:
+        from medseg.engine.evaluate import evaluate_run
+
+        summary = evaluate_run(run_dir, data=data, split=split, mode=mode, protocol=protocol, checkpoint=checkpoint,
+                               device=device, out_dir=out, save_predictions=save_predictions)
+    except _user_error_types() as err:
+        _fail(str(err))
+    from rich.markdown import Markdown
+
+    console.print(Markdown(summary["markdown"]))
+    console.print(f"{summary['cases']} cases in {summary['seconds']:.1f} s; files in {summary['out_dir']}")
+
+
+# ---------------------------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`.")],
+    input: Annotated[Path, typer.Option("--input", help="An image / volume file or a folder of them.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for the predicted masks.")],
+    overlay: Annotated[bool, typer.Option(help="Also write image | prediction overlays.")] = False,
+    probabilities: Annotated[bool, typer.Option(help="Also write probability maps.")] = False,
+    checkpoint: Annotated[str, typer.Option(help="best, last or a .ckpt path.")] = "best",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Predict masks: one PNG per image (same stem, own size) or one NIfTI per volume."""
+    try:
+        from medseg.engine.predict import predict_paths
+
+        written = predict_paths(run_dir, input, output, overlay=overlay, probabilities=probabilities,
+                                checkpoint=checkpoint, device=device)
+    except _user_error_types() as err:
+        _fail(str(err))
+    console.print(f"wrote {len(written)} prediction(s) to {output}")
+
+
+# ----------------------------------------------------------------------------------------- models
+@app.command()
+def models(
+    params: Annotated[bool, typer.Option(help="Build each model to count its parameters.")] = True,
+) -> None:
+    """List the registered models with paper, default input size and parameter count."""
+    from rich.table import Table
+
+    from medseg.models import list_models
+
+    table = Table("name", "paper", "default size", "stride", "params (3->1)")
+    for row in list_models(with_params=params):
+        size = "x".join(str(s) for s in row["default_size"])
+        table.add_row(row["name"], row["paper"], size, str(row["stride"]), f"{row['params']:,}" if params else "-")
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------- data
+@data_app.command("builtin")
+def data_builtin(
+    name: Annotated[str, typer.Argument(help="phantom-ct or phantom-endo.")],
+    out: Annotated[Path, typer.Option(help="Folder to write.")],
+    seed: Annotated[int, typer.Option(help="Random seed: another seed gives different, unseen cases.")] = 0,
+    count: Annotated[int | None, typer.Option(help="Number of 2D cases.")] = None,
+) -> None:
+    """Write a built-in synthetic data set in the same on-disk format as real data."""
+    from medseg.data.builtin import BUILTIN_DATASETS, generate
+
+    if name not in BUILTIN_DATASETS:
+        _fail(f"unknown built-in data set {name!r}; valid: {', '.join(BUILTIN_DATASETS)}")
+    try:
+        root = generate(name, out, seed=seed, count=count)
+    except _user_error_types() as err:
+        _fail(str(err))
+    console.print(f"wrote {name} (seed {seed}) to {root}")
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

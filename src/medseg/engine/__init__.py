@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction (Lightning for the loop; the rest is plain PyTorch)."""

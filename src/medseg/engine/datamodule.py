@@ -1,0 +1,84 @@
+"""Lightning DataModule: reader -> SliceDataset (+ MONAI transforms) -> DataLoaders."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from medseg.config import Config, DataConfig
+from medseg.utils import DataError
+
+_log = logging.getLogger(__name__)
+
+
+def prepare_data_root(cfg: DataConfig, default_root: Path | None = None) -> DataConfig:
+    """Fill ``root`` for built-in data (generated once, cached by its parameters) and check it exists."""
+    if cfg.builtin:
+        from medseg.data.builtin import generate
+
+        root = Path(cfg.root) if cfg.root else (default_root or Path("data")) / f"{cfg.builtin}-seed{cfg.builtin_seed}"
+        generate(cfg.builtin, root, seed=cfg.builtin_seed, count=cfg.builtin_count)
+        return cfg.model_copy(update={"root": str(root)})
+    if not cfg.root:
+        raise DataError("data.root is not set: pass --data DIR (or set data.builtin)")
+    if not Path(cfg.root).exists():
+        raise DataError(f"data folder not found: {cfg.root}")
+    return cfg
+
+
+class SegDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.train_ds = None
+        self.val_ds = None
+
+    def _dataset(self, split: str, train: bool, limit: int | None):
+        from medseg.data.base import SliceDataset, build_reader
+        from medseg.data.transforms import build_transforms
+
+        d = self.cfg.data
+        reader = build_reader(d)
+        ids = reader.ids(split)
+        if limit is not None:
+            ids = ids[:limit]
+        if not ids:
+            raise DataError(f"{d.root}: split {split!r} is empty")
+        return SliceDataset(
+            reader,
+            ids,
+            transform=build_transforms(d, train=train),
+            skip_empty_slices=d.skip_empty_slices and train,
+            cache=d.cache,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        d = self.cfg.data
+        if self.train_ds is None:
+            self.train_ds = self._dataset(d.train_split, True, d.max_train_cases)
+        if self.val_ds is None and d.val_split:
+            self.val_ds = self._dataset(d.val_split, False, d.max_val_cases)
+
+    def train_dataloader(self) -> DataLoader:
+        from medseg.data.transforms import MultiScaleCollate
+
+        d = self.cfg.data
+        collate = MultiScaleCollate(d.multiscale, seed=self.cfg.seed) if d.multiscale else None
+        return DataLoader(
+            self.train_ds,
+            batch_size=d.batch_size,
+            shuffle=True,
+            drop_last=len(self.train_ds) > d.batch_size,
+            num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_ds is None:
+            return []
+        d = self.cfg.data
+        return DataLoader(self.val_ds, batch_size=self.cfg.eval.batch_size, shuffle=False, num_workers=d.num_workers)

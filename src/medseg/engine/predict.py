@@ -1,0 +1,204 @@
+"""Inference: :class:`Predictor` (from a run folder) and writers for PNG masks and NIfTI volumes.
+
+Pre-processing equals validation's (normalisation + resize to the training size); predictions are
+resized back to each image's own size as probabilities (bilinear) before thresholding (binary,
+sigmoid > 0.5) or argmax (multi-class), as MSNet's prediction script does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medseg.config import Config, validate
+from medseg.engine.checkpoint import load_checkpoint, model_state_dict
+from medseg.models import build_model
+from medseg.utils import MedsegError
+
+_log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy.h5", ".h5")
+
+
+def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """``best`` falls back to ``last`` (a run without a validation split has no ``best``)."""
+    p = Path(which)
+    if p.suffix == ".ckpt":
+        return p
+    ck = run_dir / "checkpoints"
+    for name in ([which, "last"] if which == "best" else [which]):
+        if (ck / f"{name}.ckpt").is_file():
+            return ck / f"{name}.ckpt"
+    raise MedsegError(f"{run_dir}: no checkpoints/{which}.ckpt (is this a finished run folder?)")
+
+
+class Predictor:
+    """A trained model plus the pre-processing it was trained with."""
+
+    def __init__(self, model: nn.Module, cfg: Config, device: str | torch.device = "cpu", batch_size: int | None = None) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size or cfg.eval.batch_size
+        self.feedback_iters = cfg.eval.feedback_iters
+        self.num_classes = cfg.data.num_classes
+        self._transform = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Predictor:
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise MedsegError(f"run folder not found: {run_dir}")
+        ckpt = load_checkpoint(find_checkpoint(run_dir, checkpoint))
+        meta = ckpt["medseg"]
+        cfg = validate(meta["config"], where=str(run_dir))
+        model = build_model(meta["model"], in_channels=meta["in_channels"], out_channels=meta["out_channels"], **meta["model_kwargs"])
+        model.load_state_dict(model_state_dict(ckpt))
+        return cls(model, cfg, device=device, **kwargs)
+
+    # -- pre-processing ---------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray) -> Tensor:
+        """One 2D image [C, H, W] in reader units -> normalised tensor [C, h, w] at the training size."""
+        if self._transform is None:
+            from medseg.data.transforms import build_transforms
+
+            self._transform = build_transforms(self.cfg.data, train=False)
+        sample = {"image": np.asarray(image, dtype=np.float32), "label": np.zeros(image.shape[-2:], dtype=np.int64)}
+        out = self._transform(sample)
+        return torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)
+
+    # -- inference --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def logits(self, x: Tensor) -> Tensor:
+        """Raw logits for a normalised batch; MGRAD-UNet may run feedback passes at test time."""
+        x = x.to(self.device)
+        if self.feedback_iters > 1:
+            feedback = None
+            for _ in range(self.feedback_iters):
+                out = self.model(x, feedback=feedback)
+                feedback = out.extras.get("feedback")
+            return out.logits.float()
+        return self.model(x).logits.float()
+
+    @staticmethod
+    def to_probabilities(logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+    @staticmethod
+    def to_labels(probs: Tensor) -> Tensor:
+        return (probs[:, 0] > 0.5).long() if probs.shape[1] == 1 else probs.argmax(1)
+
+    def _batches(self, images: list[np.ndarray]) -> Iterator[tuple[int, Tensor]]:
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            yield start, torch.stack([self.preprocess(im) for im in chunk])
+
+    def predict_images(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """2D images [C, H, W] -> (labels [H, W] int64, probabilities [K', H, W] float32) at each own size."""
+        results: list[tuple[np.ndarray, np.ndarray]] = []
+        for start, batch in self._batches(images):
+            probs = self.to_probabilities(self.logits(batch))
+            for j in range(probs.shape[0]):
+                size = tuple(images[start + j].shape[-2:])
+                p = F.interpolate(probs[j : j + 1], size=size, mode="bilinear", align_corners=False)
+                results.append((self.to_labels(p)[0].cpu().numpy(), p[0].cpu().numpy()))
+        return results
+
+    def predict_volume(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Volume [C, D, H, W] -> labels [D, H, W] and probabilities [K', D, H, W], slice by slice in batches."""
+        slices = [volume[:, z] for z in range(volume.shape[1])]
+        res = self.predict_images(slices)
+        return np.stack([r[0] for r in res]), np.stack([r[1] for r in res], axis=1)
+
+    def predict_case(self, case: Any) -> tuple[np.ndarray, np.ndarray]:
+        if case.image.ndim == 4:
+            return self.predict_volume(case.image)
+        return self.predict_images([case.image])[0]
+
+
+# -- writing predictions ------------------------------------------------------------------------
+def mask_to_png_array(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Binary -> {0, 255}; multi-class -> class indices 0..K-1 (uint8)."""
+    if num_classes == 2:
+        return (labels > 0).astype(np.uint8) * 255
+    return labels.astype(np.uint8)
+
+
+def list_inputs(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise MedsegError(f"input not found: {path}")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES + VOLUME_SUFFIXES))
+    if not files:
+        raise MedsegError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) or volumes ({', '.join(VOLUME_SUFFIXES)})")
+    return files
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in (".nii.gz", ".npy.h5") + IMAGE_SUFFIXES + (".nii", ".h5"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def predict_paths(
+    run_dir: str | Path,
+    inputs: str | Path,
+    output: str | Path,
+    *,
+    overlay: bool = False,
+    probabilities: bool = False,
+    checkpoint: str = "best",
+    device: str = "cpu",
+) -> list[Path]:
+    """Predict every image / volume under ``inputs``; write one mask per input with the same stem."""
+    from medseg.engine.visualize import overlay_panel, save_png
+
+    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device)
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k = predictor.num_classes
+    written: list[Path] = []
+    for path in list_inputs(Path(inputs)):
+        stem = _stem(path)
+        lower = path.name.lower()
+        if lower.endswith(IMAGE_SUFFIXES):
+            from medseg.data.image_folder import read_image
+
+            image = read_image(path, predictor.cfg.data.in_channels)
+            labels, probs = predictor.predict_images([image])[0]
+            written.append(save_png(mask_to_png_array(labels, k), out_dir / f"{stem}.png"))
+            if overlay:
+                save_png(overlay_panel(image, None, labels, k), out_dir / "overlays" / f"{stem}.png")
+            if probabilities:
+                for c in range(probs.shape[0]) if probs.shape[0] > 1 else [0]:
+                    suffix = "" if probs.shape[0] == 1 else f"_c{c}"
+                    save_png((probs[c] * 255).round().astype(np.uint8), out_dir / "probabilities" / f"{stem}{suffix}.png")
+        elif lower.endswith((".nii.gz", ".nii")):
+            from medseg.data.nnunet_raw import load_nifti_case, write_like
+
+            case = load_nifti_case(path)
+            labels, probs = predictor.predict_volume(case.image)
+            written.append(write_like(labels.astype(np.uint8), case, out_dir / f"{stem}.nii.gz"))
+            if probabilities:
+                np.save(out_dir / f"{stem}_probabilities.npy", probs.astype(np.float16))
+        else:
+            from medseg.data.transunet import load_volume_file
+            from medseg.data.nnunet_raw import write_array_nifti
+
+            case = load_volume_file(path)
+            labels, probs = predictor.predict_case(case)
+            written.append(write_array_nifti(labels.astype(np.uint8), out_dir / f"{stem}.nii.gz", spacing=case.spacing))
+            if probabilities:
+                np.save(out_dir / f"{stem}_probabilities.npy", probs.astype(np.float16))
+    return written

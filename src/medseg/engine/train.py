@@ -1,0 +1,271 @@
+"""``fit(config)``: train a model with Lightning into a run folder.
+
+Run folder: ``config.yaml`` (resolved), ``checkpoints/{best,last}.ckpt``, ``metrics.csv``, ``tb/``
+(TensorBoard), ``summary.json``, ``curves.png``, ``overlays/``. ``best`` is chosen on the
+validation split only (never the test split); ``last`` is written at every epoch end and every
+``checkpoint_every_n_steps`` steps, so an interrupted run resumes close to where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from medseg.config import Config, ConfigError, load_config, save_config, validate
+from medseg.engine.checkpoint import AtomicCheckpointIO
+from medseg.engine.datamodule import SegDataModule, prepare_data_root
+from medseg.engine.task import SegTask, predict_labels
+from medseg.models import count_parameters
+from medseg.utils import MedsegError, atomic_write_text
+
+_log = logging.getLogger(__name__)
+CHECKPOINT_EVERY_N_STEPS = 50
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's banners, tips and the dataloader-worker advice; the CLI owns the screen."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+class History(Callback):
+    """Per-epoch train loss and validation metrics; writes ``curves.png``; survives resume."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        m = trainer.callback_metrics
+        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        for key in ("train/loss_epoch", "val/loss", "val/dice"):
+            if key in m:
+                row[key] = float(m[key])
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            plot_curves(self.rows, self.run_dir / "curves.png")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state.get("rows", []))
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] + 1 for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key, style in (("train/loss_epoch", "-o"), ("val/loss", "-s")):
+        pts = [(e, r[key]) for e, r in zip(ep, rows) if key in r]
+        if pts:
+            ax[0].plot(*zip(*pts), style, label=key.replace("_epoch", ""), ms=3)
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("loss")
+    ax[0].legend()
+    pts = [(e, r["val/dice"]) for e, r in zip(ep, rows) if "val/dice" in r]
+    if pts:
+        ax[1].plot(*zip(*pts), "-o", color="tab:green", ms=3)
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("validation Dice (mean foreground)")
+    ax[1].set_ylim(0, 1)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+class Overlays(Callback):
+    """At the end of training, save image | truth | prediction panels for a few validation slices."""
+
+    def __init__(self, run_dir: Path, count: int) -> None:
+        self.run_dir = run_dir
+        self.count = count
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or self.count <= 0:
+            return
+        dm = trainer.datamodule
+        ds = getattr(dm, "val_ds", None) or getattr(dm, "train_ds", None)
+        if ds is None or len(ds) == 0:
+            return
+        from medseg.engine.visualize import overlay_panel, save_png
+
+        was_training = pl_module.training
+        pl_module.eval()
+        idx = np.linspace(0, len(ds) - 1, min(self.count, len(ds))).round().astype(int)
+        out_dir = self.run_dir / "overlays"
+        for i in dict.fromkeys(idx.tolist()):
+            s = ds[i]
+            x = s["image"][None].to(pl_module.device)
+            pred = predict_labels(pl_module.model(x).logits)[0].cpu().numpy()
+            panel = overlay_panel(s["image"].numpy(), s["label"].numpy(), pred, pl_module.num_classes)
+            name = f"{s['case']}" + (f"_slice{s['slice']:03d}" if s.get("slice") is not None else "")
+            save_png(panel, out_dir / f"{name}.png")
+        pl_module.train(was_training)
+
+
+def make_run_dir(cfg: Config, out: str | Path | None) -> Path:
+    env = os.environ.get("MEDSEG_RUN_DIR")  # DDP workers re-run the CLI: reuse rank 0's folder
+    if env:
+        return Path(env)
+    if out:
+        return Path(out)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.name}-{stamp}"
+
+
+def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Callback] | None = None) -> pl.Trainer:
+    t = cfg.trainer
+    ckdir = run_dir / "checkpoints"
+    cbs: list[Callback] = [History(run_dir), Overlays(run_dir, t.overlays)]
+    if has_val:
+        cbs.append(
+            ModelCheckpoint(
+                dirpath=ckdir,
+                filename="best",
+                monitor=f"val/{t.val_metric}",
+                mode="max",
+                save_top_k=1,
+                save_last=True,
+                enable_version_counter=False,
+                auto_insert_metric_name=False,
+            )
+        )
+    else:
+        cbs.append(ModelCheckpoint(dirpath=ckdir, filename="last", save_top_k=1, enable_version_counter=False))
+    cbs.append(
+        ModelCheckpoint(
+            dirpath=ckdir,
+            filename="last",
+            every_n_train_steps=CHECKPOINT_EVERY_N_STEPS,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+    )
+    if t.progress:
+        cbs.append(RichProgressBar(leave=True))
+    cbs.extend(callbacks or [])
+    manual = cfg.strategy.name == "feedback" and cfg.strategy.update == "per_pass"
+    if manual and t.accumulate_grad_batches != 1:
+        raise ConfigError("strategy feedback/per_pass steps after every pass: trainer.accumulate_grad_batches must be 1")
+    return pl.Trainer(
+        default_root_dir=str(run_dir),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time=_dt.timedelta(seconds=t.max_time_s) if t.max_time_s else None,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
+        accumulate_grad_batches=1 if manual else t.accumulate_grad_batches,
+        gradient_clip_val=None if manual else t.gradient_clip_val,
+        gradient_clip_algorithm=None if manual else t.gradient_clip_algorithm,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches if has_val else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic,
+        logger=[
+            CSVLogger(save_dir=str(run_dir), name="", version=""),
+            TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
+        ],
+        callbacks=cbs,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=t.progress,
+        enable_model_summary=False,
+    )
+
+
+def fit(cfg: Config, out: str | Path | None = None, resume: str | Path | None = None) -> Path:
+    """Train ``cfg`` into a run folder (or continue the run in ``resume``); return the folder."""
+    quiet_lightning()
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        if not (run_dir / "config.yaml").is_file():
+            raise MedsegError(f"{run_dir}: not a run folder (no config.yaml)")
+        if not ckpt.is_file():
+            raise MedsegError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+        cfg = load_config(str(run_dir / "config.yaml"))
+        ckpt_path: str | None = str(ckpt)
+    else:
+        run_dir = make_run_dir(cfg, out)
+        ckpt_path = None
+    os.environ["MEDSEG_RUN_DIR"] = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
+    if resume is None:
+        save_config(cfg, run_dir / "config.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = SegTask(cfg)
+    dm = SegDataModule(cfg)
+    dm.setup("fit")
+    trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None)
+    start = time.perf_counter()
+    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        write_train_summary(cfg, run_dir, trainer, task, time.perf_counter() - start, resumed=resume is not None)
+    return run_dir
+
+
+def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: SegTask, seconds: float, resumed: bool) -> None:
+    path = run_dir / "summary.json"
+    prev = json.loads(path.read_text()) if path.is_file() else {}
+    best = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+    history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
+    summary = {
+        **prev,
+        "recipe": cfg.name,
+        "model": cfg.model.name,
+        "params": count_parameters(task.model),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "train_seconds": round(prev.get("train_seconds", 0.0) + seconds, 2),
+        "resumed": prev.get("resumed", 0) + int(resumed),
+        "device": str(task.device),
+        "best_val": None if best is None or best.best_model_score is None else float(best.best_model_score),
+        "best_checkpoint": None if best is None or not best.best_model_path else "checkpoints/best.ckpt",
+        "history": history.rows if history else [],
+    }
+    atomic_write_text(path, json.dumps(summary, indent=2))
+
+
+def fit_recipe(recipe: str = "quickstart", overrides: list[str] | None = None, out: str | Path | None = None) -> Path:
+    return fit(load_config(recipe, overrides), out=out)
+
+
+__all__ = ["fit", "fit_recipe", "validate"]

@@ -1,0 +1,48 @@
+import pytest
+
+from medseg.config import ConfigError, apply_overrides, load_config, recipe_names
+
+
+def test_all_recipes_validate():
+    names = recipe_names()
+    assert "quickstart" in names and "unet_kvasir" in names
+    for n in names:
+        cfg = load_config(n)
+        assert cfg.name == n
+
+
+def test_overrides_are_typed():
+    cfg = load_config("quickstart", ["optim.lr=0.01", "data.size=[64, 96]", "trainer.max_epochs=2", "model.kwargs={}"])
+    assert cfg.optim.lr == 0.01 and cfg.data.size == (64, 96) and cfg.trainer.max_epochs == 2
+    assert cfg.model.kwargs == {}
+
+
+def test_bad_override_and_unknown_key_are_clear():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("quickstart", ["optim.lr"])
+    with pytest.raises(ConfigError, match="optim.nope"):
+        load_config("quickstart", ["optim.nope=1"])
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
+        load_config("nope")
+
+
+def test_recipe_file_with_base_and_preset(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(
+        "base: quickstart\nname: mine\npreset: fast\n"
+        "presets:\n  fast: {optim: {lr: 0.5}, trainer: {max_epochs: 1}}\n"
+    )
+    cfg = load_config(str(p))
+    assert cfg.name == "mine" and cfg.optim.lr == 0.5 and cfg.trainer.max_epochs == 1
+    assert cfg.data.builtin == "phantom-ct"  # inherited
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config(str(p), ["preset=slow"])
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_apply_overrides_nested():
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
