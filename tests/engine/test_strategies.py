@@ -1,0 +1,98 @@
+"""Training strategies: single pass and MGRAD-UNet's feedback passes (per-pass steps or one summed step)."""
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medseg.config import Config, ConfigError, StrategyConfig
+from medseg.engine.strategies import FeedbackPasses, build_strategy
+from medseg.engine.task import SegTask, batch_dice
+from medseg.models import SegOutput
+
+
+class FeedbackToy(nn.Module):
+    """Adds the fed-back tensor to its hidden features and returns 1e-3 * hidden as the next feedback."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 1, 1)
+        self.seen: list[object] = []
+
+    def forward(self, x, feedback=None):
+        h = self.enc(x)
+        self.seen.append(None if feedback is None else feedback[0])
+        if feedback is not None:
+            h = h + feedback[0]
+        return SegOutput(self.head(h), extras={"feedback": [1e-3 * h]})
+
+
+class Batches(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        img = torch.rand(1, 8, 8, generator=g)
+        return {"image": img, "label": (img[0] > 0.5).long()}
+
+
+def _task(update: str, iters: int = 3) -> SegTask:
+    cfg = Config.model_validate(
+        {
+            "data": {"num_classes": 2, "in_channels": 1, "batch_size": 2},
+            "model": {"name": "unet", "kwargs": {"features": [4, 4, 4, 4, 4, 4]}},
+            "loss": {"terms": [{"loss": "bce"}]},
+            "optim": {"name": "sgd", "lr": 0.1},
+            "strategy": {"name": "feedback", "feedback_iters": iters, "update": update},
+        }
+    )
+    task = SegTask(cfg)
+    task.model = FeedbackToy()
+    return task
+
+
+def _fit(task: SegTask) -> pl.Trainer:
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(task, train_dataloaders=DataLoader(Batches(), batch_size=2))
+    return trainer
+
+
+def test_feedback_per_pass_steps_every_pass_and_detaches():
+    task = _task("per_pass", iters=3)
+    trainer = _fit(task)
+    assert trainer.global_step == 2 * 3  # 2 batches x 3 optimizer steps
+    seen = task.model.seen
+    assert len(seen) == 6
+    assert seen[0] is None and seen[3] is None  # the first pass of every batch has no feedback
+    assert all(t is not None and not t.requires_grad for i, t in enumerate(seen) if i % 3)
+
+
+def test_feedback_summed_steps_once_per_batch():
+    task = _task("summed", iters=2)
+    trainer = _fit(task)
+    assert trainer.global_step == 2
+    assert len(task.model.seen) == 4
+
+
+def test_feedback_needs_a_model_with_feedback():
+    class Plain(nn.Module):
+        def forward(self, x, feedback=None):
+            return SegOutput(x)
+
+    with pytest.raises(ConfigError, match="extras"):
+        FeedbackPasses(2, "summed")._feedback(Plain()(torch.zeros(1)))
+    with pytest.raises(ConfigError):
+        build_strategy(StrategyConfig(name="feedback", feedback_iters=0))
+
+
+def test_batch_dice_hand_computed():
+    pred = torch.tensor([[[1, 1], [0, 2]]])
+    gt = torch.tensor([[[1, 0], [0, 0]]])
+    # class 1: 2*1/(2+1) = 2/3; class 2: pred 1 px, gt 0 -> 0; mean = 1/3
+    assert batch_dice(pred, gt, 3).item() == pytest.approx(1 / 3)
+    # both empty counts as 1
+    assert batch_dice(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long), 2).item() == 1.0
