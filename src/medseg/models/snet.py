@@ -1,0 +1,400 @@
+"""SNet (Stagger Network).
+
+Paper: T. Liu, Z. Tan, K. Huang, H. Jiang, "Rethinking Information Loss in Medical Image
+Segmentation with Various-sized Targets" (SNet, Stagger Network), Neural Networks 2025,
+arXiv 2403.19177 (``shared/papers/snet.txt``). Official code: none exists, so every choice the
+paper leaves open is ours (listed below; ``docs/models/snet.md`` has the same list and a
+parameter breakdown).
+
+Architecture as built (default ``snet``: 38,682,075 parameters with ``in_channels=1,
+out_channels=9`` (Synapse); paper Table 4: 38.7M):
+
+* **Parallel Module** (Sec. 4.2). CNN branch: a U-Net encoder, levels 0-4 with 64/128/256/512/1024
+  channels at strides 1/2/4/8/16, each ``(3x3 Conv-BN-ReLU) x 2``, ``MaxPool2d(2)`` between levels.
+  ViT branch: 4 PVT-v2 stages (``layers/transformer.py``) at strides 4/8/16/32, widths
+  64/128/256/512, one block per stage, heads 1/2/4/8, spatial-reduction ratios 8/4/2/1, Mix-FFN
+  ratios 8/8/4/2, overlapping patch embedding (7x7 stride 4, then 3x3 stride 2), no position
+  embedding (the Mix-FFN depth-wise conv carries position), so any multiple of 32 works.
+* **FEB** (Fig. 4) on ViT stages 1 and 2: flatten, project stage 1 (64) to the common width 128,
+  concatenate along the token axis (``N_1 + N_2 = HW/16 + HW/64`` tokens), one pre-norm multi-head
+  self-attention (2 heads, full attention), split back by token count, project back, residual, then
+  a residual 3x3 depth-wise conv per stage.
+* **Stagger Module / FFB** (Sec. 4.3, Fig. 5). ViT stage 1 (d = 64) with CNN level 2 (4d = 256,
+  stride 4); ViT stage 2 (d = 128) with CNN level 3 (4d = 512, stride 8). The ViT map is resized
+  (bilinear) to the CNN grid -- with these widths both pairs already share a grid, so the "stagger"
+  is in depth: the CNN feature is two levels deeper (3rd/4th conv level vs 1st/2nd ViT stage).
+  ``F1 = [F_C, F_T]`` (5d) -> 3x3 depth-wise conv -> 1x1 point-wise 5d->2d -> BN -> GELU = ``F2``;
+  ``[F2, F_C]`` (6d) -> 3x3 Conv-BN-GELU = ``F_fuse`` (2d = half the CNN level's width: 128 at
+  stride 4, 256 at stride 8). ``F_fuse`` replaces the CNN skip connection of its level in the decoder.
+* **Information Recovery Module** (Sec. 4.4). GAB (Fig. 6) on ViT stages 3 (256, stride 16) and 4
+  (512, stride 32): stage 4 -> 1x1 conv to 256 -> bilinear to stage 3's grid -> LayerNorm; then with
+  ``X1``, ``X2`` the two token sets (``Q = K = V = X``, no learned projection)::
+
+      F_sum = softmax(X1 X1^T / sqrt(d)) + softmax(X2 X2^T / sqrt(d))      (Eq. 7, single head, d = 256)
+      F1    = F_sum X1 + X2                                                (Eq. 8)
+      F2    = F_sum X2 + X1                                                (Eq. 9)
+      F_out = softmax((F1 W_q)(F2 W_k)^T / sqrt(d_h)) (F2 W_v) W_o         (Eq. 10, 8 heads)
+
+  ``F_out`` (256 ch, stride 16) is concatenated with the CNN bottleneck (level 4, 1024 ch) and the
+  U-Net decoder runs from there: per level ``ConvTranspose2d(2, stride 2)`` halving the width
+  (1024+256 -> 512 -> 256 -> 128 -> 64), concat skip, ``(3x3 Conv-BN-ReLU) x 2``; 1x1 head.
+* **Outputs.** ``logits`` = decoder head at input size. ``aux["fused"]`` = the fused-feature
+  prediction y_f of Sec. 5.1.3: a 1x1 head on each of the two FFB outputs, each upsampled
+  (bilinear) to the input size, summed (one map, one deep-supervision term as in the paper's loss).
+* **Loss** (recipes, not code): ``0.6 BCE + 0.4 Dice`` on ``logits`` and on ``aux/fused``; for K > 1
+  classes CE replaces BCE (``dice_ce`` with ce_weight 0.6, dice_weight 0.4; Dice = TransUNet's).
+
+Ablations (Tables 5-6), constructor arguments:
+
+* ``fusion="unstagger"``: ViT stages 1/2 fuse with CNN levels 0/1 (64 ch at stride 1, 128 ch at
+  stride 2) -- the *same level* of each branch (first / second stage, equal widths); the ViT map is
+  upsampled 4x to the CNN grid; FFB output stays 2d (128 at stride 1, 256 at stride 2); CNN levels
+  2/3 then reach the decoder as plain skips. FEB/FFB/GAB unchanged (as the paper's comparison model).
+  No "same resolution" pairing differs from stagger here, because stagger pairs already share a grid.
+* ``feb=False``: identity (stages 1/2 go to the fusion unchanged).
+* ``ffb=False``: plain concatenation ``[F_C, resize(F_T)]`` (5d channels) as the skip.
+* ``gab=False``: plain concatenation ``[stage 3, upsample(stage 4)]`` (768 ch) joins the bottleneck;
+  stage 3/4 stay in use (the paper does not say what replaces GAB).
+
+Choices the paper leaves open (ours; NOTES.md Sec. 7 item 11 plus the ones marked *):
+
+1. CNN widths/depth: U-Net 64..1024 at strides 1..16 (NOTES). ViT widths 64/128/256/512 (NOTES),
+   so ViT = 1/4 of the paired CNN level as Sec. 4.3 states.
+2. * ViT depths 1/1/1/1 and Mix-FFN ratios 8/8/4/2 (PVT-v2's 8/8/4/4 with the last halved) are
+   what fits the 38.7M budget next to a full U-Net; heads 1/2/4/8 (head dim 64), sr 8/4/2/1.
+3. Stagger pairs by the 4x channel ratio: ViT 1 <-> CNN level 2, ViT 2 <-> CNN level 3 (NOTES).
+4. * FFB's "DW-Conv ... -> 2d" is a depth-wise 3x3 + point-wise 1x1 (a depth-wise conv alone cannot
+   change 5d to 2d); the second "Conv-BN-GELU" is a 3x3 conv; F_fuse replaces the CNN skip.
+5. * FEB: common width = the wider stage (Linear projections in/out), 2 heads, full attention (no
+   spatial reduction), pre-norm LayerNorm, residuals around the attention and the depth-wise conv.
+6. GAB: stage 4 upsampled to stage 3's grid (NOTES); * 1x1 projection 512->256 + LayerNorm so that
+   Eq. 7-9 have equal widths; Eq. 7-9 single-head with d = 256; Eq. 10 with 8 heads, qkv bias and
+   an output projection W_o (standard MHA); no residual around Eq. 10 (the paper's F_out is the result).
+7. * GAB output joins the decoder by concatenation with the CNN bottleneck at stride 16.
+8. * Decoder: U-Net style transposed-conv upsampling (2x2, stride 2) + double conv, widths halving.
+9. y_f: 1x1 head per FFB output, upsampled to the input (NOTES); * summed into one ``aux["fused"]``.
+10. * Initialisation: PVT-v2 (trunc-normal 0.02) for transformer parts, PyTorch defaults for convs;
+    no pretrained weights (as the paper). Drop path 0 by default (paper: no regularisation stated).
+11. Training (recipes): SGD momentum 0.9, wd 1e-4, batch 12, 224, lr 0.01 + poly 0.9 (TransUNet's;
+    the paper gives no learning rate), 300 epochs Synapse / 150 ACDC.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from medseg.layers.conv import ConvNormAct
+from medseg.layers.resize import check_input_size, resize_to
+from medseg.layers.transformer import (
+    CrossAttention,
+    EfficientSelfAttention,
+    TransformerStage,
+    drop_path_rates,
+    init_transformer_weights,
+    map_to_tokens,
+    tokens_to_map,
+)
+from medseg.models._output import SegOutput
+from medseg.models._registry import register_model
+
+Fusion = Literal["stagger", "unstagger"]
+
+# CNN levels (0 = stride 1 ... 4 = stride 16) fused with ViT stages 1 and 2 (the FEB outputs).
+FUSION_LEVELS: dict[str, tuple[int, int]] = {"stagger": (2, 3), "unstagger": (0, 1)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Parallel Module: CNN branch
+# ----------------------------------------------------------------------------------------------
+def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    """U-Net's ``(3x3 Conv-BN-ReLU) x 2``."""
+    return nn.Sequential(
+        ConvNormAct(in_channels, out_channels, 3), ConvNormAct(out_channels, out_channels, 3)
+    )
+
+
+class CNNBranch(nn.Module):
+    """U-Net-like encoder: level 0 at stride 1, then ``MaxPool2d(2)`` + double conv per level (Sec. 4.2)."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...]) -> None:
+        super().__init__()
+        levels = [double_conv(in_channels, channels[0])]
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            levels.append(nn.Sequential(nn.MaxPool2d(2), double_conv(c_in, c_out)))
+        self.levels = nn.ModuleList(levels)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = []
+        for level in self.levels:
+            x = level(x)
+            feats.append(x)
+        return feats
+
+
+# ----------------------------------------------------------------------------------------------
+# Parallel Module: Feature Enhancement Block (Sec. 4.2, Fig. 4)
+# ----------------------------------------------------------------------------------------------
+class FeatureEnhancementBlock(nn.Module):
+    """FEB: tokens of two consecutive ViT stages concatenated along the token axis, one self-attention,
+    split back to the two grids, then a 3x3 depth-wise conv on each (Fig. 4).
+
+    The two stages have different widths, so each is projected (Linear) to the common width
+    ``max(dims)`` before the attention and back after it. Residuals: ``F'_i = F_i + P_i(Attn(LN(.)))_i``
+    and ``out_i = F'_i + DWConv_i(F'_i)``.
+    """
+
+    def __init__(self, dims: tuple[int, int], num_heads: int = 2, qkv_bias: bool = True) -> None:
+        super().__init__()
+        dim = max(dims)
+        self.proj_in = nn.ModuleList(nn.Linear(d, dim) if d != dim else nn.Identity() for d in dims)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = EfficientSelfAttention(dim, num_heads, sr_ratio=1, qkv_bias=qkv_bias)
+        self.proj_out = nn.ModuleList(nn.Linear(dim, d) if d != dim else nn.Identity() for d in dims)
+        self.apply(init_transformer_weights)
+        self.dwconv = nn.ModuleList(nn.Conv2d(d, d, 3, padding=1, groups=d) for d in dims)
+
+    def forward(self, f1: Tensor, f2: Tensor) -> tuple[Tensor, Tensor]:
+        t1, hw1 = map_to_tokens(f1)
+        t2, hw2 = map_to_tokens(f2)
+        n1 = t1.shape[1]
+        tokens = torch.cat([self.proj_in[0](t1), self.proj_in[1](t2)], dim=1)  # [B, N_i + N_{i+1}, C]
+        attended = self.attn(self.norm(tokens))
+        a1, a2 = attended[:, :n1], attended[:, n1:]  # split back (token counts N_i, N_{i+1})
+        g1 = f1 + tokens_to_map(self.proj_out[0](a1), hw1)
+        g2 = f2 + tokens_to_map(self.proj_out[1](a2), hw2)
+        return g1 + self.dwconv[0](g1), g2 + self.dwconv[1](g2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stagger Module: Feature Fusion Block (Sec. 4.3, Fig. 5)
+# ----------------------------------------------------------------------------------------------
+class FeatureFusionBlock(nn.Module):
+    """FFB: ``F1 = [F_C, F_T]`` (5d) -> DW-Conv + point-wise -> BN -> GELU = ``F2`` (2d);
+    ``[F2, F_C]`` (6d) -> 3x3 Conv-BN-GELU = ``F_fuse`` (2d). ``F_T`` is resized to ``F_C``'s grid first.
+
+    ``d`` is the ViT width (``F_C`` has 4d channels in the stagger pairs); ``out_channels`` defaults to 2d.
+    """
+
+    def __init__(self, cnn_channels: int, vit_channels: int, out_channels: int | None = None) -> None:
+        super().__init__()
+        out_channels = 2 * vit_channels if out_channels is None else out_channels
+        cat = cnn_channels + vit_channels
+        self.mix = nn.Sequential(
+            ConvNormAct(cat, cat, 3, groups=cat, bias=False, norm=None, act=None),  # depth-wise 3x3
+            ConvNormAct(cat, out_channels, 1, norm="bn", act="gelu"),  # point-wise 5d -> 2d, BN, GELU
+        )
+        self.fuse = ConvNormAct(out_channels + cnn_channels, out_channels, 3, norm="bn", act="gelu")
+        self.out_channels = out_channels
+
+    def forward(self, f_c: Tensor, f_t: Tensor) -> Tensor:
+        f_t = resize_to(f_t, tuple(f_c.shape[-2:]))
+        f2 = self.mix(torch.cat([f_c, f_t], dim=1))
+        return self.fuse(torch.cat([f2, f_c], dim=1))
+
+
+class ResizeConcat(nn.Module):
+    """Plain channel concatenation ``[a, resize(b to a's grid)]``: what replaces a switched-off block
+    (Table 6): FFB off -> ``[F_C, F_T]``; GAB off -> ``[stage 3, stage 4]``."""
+
+    def __init__(self, channels_a: int, channels_b: int) -> None:
+        super().__init__()
+        self.out_channels = channels_a + channels_b
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.cat([a, resize_to(b, tuple(a.shape[-2:]))], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Information Recovery Module: Global Attention Block (Sec. 4.4, Fig. 6, Eq. 7-10)
+# ----------------------------------------------------------------------------------------------
+def summed_self_attention(x1: Tensor, x2: Tensor) -> Tensor:
+    """Eq. 7: ``softmax(Q1 K1^T / sqrt(d)) + softmax(Q2 K2^T / sqrt(d))`` with ``Q = K = X`` (single head)."""
+    scale = 1.0 / math.sqrt(x1.shape[-1])
+    a1 = torch.softmax(x1 @ x1.transpose(-2, -1) * scale, dim=-1)
+    a2 = torch.softmax(x2 @ x2.transpose(-2, -1) * scale, dim=-1)
+    return a1 + a2
+
+
+class GlobalAttentionBlock(nn.Module):
+    """GAB on ViT stages 3 and 4.
+
+    Stage 4 is projected to stage 3's width (1x1 conv), upsampled (bilinear) to stage 3's grid and
+    LayerNorm-ed; then with ``X1`` = stage-3 tokens and ``X2`` = the aligned stage-4 tokens
+    (``Q = K = V = X``, no projection, Eq. 7):
+    ``F_sum = softmax(X1 X1^T / sqrt(d)) + softmax(X2 X2^T / sqrt(d))``,
+    ``F1 = F_sum X1 + X2`` (Eq. 8), ``F2 = F_sum X2 + X1`` (Eq. 9),
+    ``F_out = softmax(F1 W_q (F2 W_k)^T / sqrt(d_h)) F2 W_v`` (Eq. 10; ``num_heads`` heads + ``W_o``).
+    Returns ``F_out`` as a map on stage 3's grid with stage 3's width.
+    """
+
+    def __init__(self, dim: int, in2_channels: int, num_heads: int = 8, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.proj2 = nn.Conv2d(in2_channels, dim, 1)
+        self.norm2 = nn.LayerNorm(dim)
+        self.cross = CrossAttention(dim, num_heads, qkv_bias=qkv_bias)
+        self.apply(init_transformer_weights)
+        self.out_channels = dim
+
+    def align(self, f3: Tensor, f4: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Tokens ``X1`` (stage 3) and ``X2`` (stage 4 projected + upsampled + LN) on stage 3's grid."""
+        x1, hw = map_to_tokens(f3)
+        x2, _ = map_to_tokens(resize_to(self.proj2(f4), tuple(f3.shape[-2:])))
+        return x1, self.norm2(x2), hw
+
+    @staticmethod
+    def swap_values(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 7-9: the summed attention map applied to each value, the other value added."""
+        f_sum = summed_self_attention(x1, x2)
+        return f_sum @ x1 + x2, f_sum @ x2 + x1
+
+    def forward(self, f3: Tensor, f4: Tensor) -> Tensor:
+        x1, x2, hw = self.align(f3, f4)
+        f1, f2 = self.swap_values(x1, x2)
+        return tokens_to_map(self.cross(f1, f2), hw)  # Eq. 10
+
+
+# ----------------------------------------------------------------------------------------------
+# Information Recovery Module: U-Net-like decoder
+# ----------------------------------------------------------------------------------------------
+class UpBlock(nn.Module):
+    """``ConvTranspose2d(2, stride 2)`` to ``out_channels`` (half the level above), concat skip, double conv."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+        self.conv = double_conv(skip_channels + out_channels, out_channels)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = resize_to(self.up(x), tuple(skip.shape[-2:]))
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+class SNet(nn.Module):
+    """SNet: parallel CNN + hierarchical ViT, FEB, stagger FFB fusion, GAB and a CNN decoder.
+
+    Ablations (Tables 5-6) are arguments: ``fusion="stagger"|"unstagger"``, ``feb``, ``ffb``, ``gab``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 9,
+        *,
+        cnn_channels: tuple[int, ...] = (64, 128, 256, 512, 1024),
+        vit_dims: tuple[int, ...] = (64, 128, 256, 512),
+        vit_depths: tuple[int, ...] = (1, 1, 1, 1),
+        vit_heads: tuple[int, ...] = (1, 2, 4, 8),
+        vit_mlp_ratios: tuple[float, ...] = (8, 8, 4, 2),
+        vit_sr_ratios: tuple[int, ...] = (8, 4, 2, 1),
+        feb_heads: int = 2,
+        gab_heads: int = 8,
+        fusion: Fusion = "stagger",
+        feb: bool = True,
+        ffb: bool = True,
+        gab: bool = True,
+        drop_path_rate: float = 0.0,
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.stride = 32  # ViT stage 4 is at stride 32
+        if fusion not in FUSION_LEVELS:
+            raise ValueError(f"fusion must be one of {sorted(FUSION_LEVELS)}, got {fusion!r}")
+        if len(cnn_channels) != 5:
+            raise ValueError("cnn_channels needs 5 levels (strides 1, 2, 4, 8, 16)")
+        n = len(vit_dims)
+        if n != 4 or any(len(v) != 4 for v in (vit_depths, vit_heads, vit_mlp_ratios, vit_sr_ratios)):
+            raise ValueError("the ViT branch has 4 stages: give 4 dims, depths, heads, mlp ratios, sr ratios")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.fusion = fusion
+        self.use_feb, self.use_ffb, self.use_gab = feb, ffb, gab
+        self.fused_levels = FUSION_LEVELS[fusion]
+
+        # Parallel Module
+        self.cnn = CNNBranch(in_channels, tuple(cnn_channels))
+        dpr = drop_path_rates(vit_depths, drop_path_rate)
+        stages = []
+        for i in range(4):
+            stages.append(
+                TransformerStage(
+                    in_channels if i == 0 else vit_dims[i - 1],
+                    vit_dims[i],
+                    depth=vit_depths[i],
+                    num_heads=vit_heads[i],
+                    patch_size=7 if i == 0 else 3,
+                    stride=4 if i == 0 else 2,
+                    mlp_ratio=vit_mlp_ratios[i],
+                    sr_ratio=vit_sr_ratios[i],
+                    qkv_bias=qkv_bias,
+                    drop_path=dpr[i],
+                )
+            )
+        self.vit = nn.ModuleList(stages)
+        self.feb = FeatureEnhancementBlock((vit_dims[0], vit_dims[1]), feb_heads, qkv_bias) if feb else None
+
+        # Stagger Module (FFB per pair) and the fused-feature heads (y_f)
+        fusers: list[nn.Module] = []
+        for k, level in enumerate(self.fused_levels):
+            block = FeatureFusionBlock if ffb else ResizeConcat
+            fusers.append(block(cnn_channels[level], vit_dims[k]))
+        self.ffb = nn.ModuleList(fusers)
+        self.fused_heads = nn.ModuleList(nn.Conv2d(f.out_channels, out_channels, 1) for f in fusers)
+
+        # Information Recovery Module: GAB on ViT stages 3-4, joined to the CNN bottleneck; U-Net decoder
+        self.gab: nn.Module = (
+            GlobalAttentionBlock(vit_dims[2], vit_dims[3], gab_heads, qkv_bias)
+            if gab
+            else ResizeConcat(vit_dims[2], vit_dims[3])  # GAB off
+        )
+        skip_channels = list(cnn_channels[:4])
+        for k, level in enumerate(self.fused_levels):
+            skip_channels[level] = fusers[k].out_channels
+        ups = []
+        c_in = cnn_channels[4] + self.gab.out_channels
+        for level in (3, 2, 1, 0):
+            ups.append(UpBlock(c_in, skip_channels[level], cnn_channels[level]))
+            c_in = cnn_channels[level]
+        self.decoder = nn.ModuleList(ups)
+        self.head = nn.Conv2d(cnn_channels[0], out_channels, 1)
+
+    def forward(self, x: Tensor) -> SegOutput:
+        check_input_size(x, self.stride, "snet")
+        size = tuple(x.shape[-2:])
+        c = self.cnn(x)  # strides 1, 2, 4, 8, 16
+        t = []
+        h = x
+        for stage in self.vit:  # strides 4, 8, 16, 32
+            h = stage(h)
+            t.append(h)
+        t1, t2 = self.feb(t[0], t[1]) if self.feb is not None else (t[0], t[1])
+
+        skips = list(c[:4])
+        fused_logits = []
+        for k, (vit_feat, level) in enumerate(zip((t1, t2), self.fused_levels, strict=True)):
+            f_fuse = self.ffb[k](c[level], vit_feat)
+            skips[level] = f_fuse
+            fused_logits.append(resize_to(self.fused_heads[k](f_fuse), size))
+
+        y = torch.cat([c[4], self.gab(t[2], t[3])], dim=1)  # GAB output joins the decoder at stride 16
+        for up, level in zip(self.decoder, (3, 2, 1, 0), strict=True):
+            y = up(y, skips[level])
+        logits = self.head(y)
+        return SegOutput(logits=logits, aux={"fused": fused_logits[0] + fused_logits[1]})
+
+
+@register_model(
+    "snet",
+    paper="SNet (Stagger Network), Neural Networks 2025, arXiv 2403.19177",
+    default_size=(224, 224),
+    stride=32,
+)
+def snet(in_channels: int = 1, out_channels: int = 9, **kwargs: object) -> SNet:
+    """SNet: parallel CNN + ViT with stagger fusion (FEB, FFB, GAB); ~38.7M parameters."""
+    return SNet(in_channels, out_channels, **kwargs)  # type: ignore[arg-type]
