@@ -38,7 +38,6 @@ class SegDataModule(pl.LightningDataModule):
 
     def _dataset(self, split: str, train: bool, limit: int | None):
         from medseg.data.base import SliceDataset, build_reader
-        from medseg.data.transforms import build_transforms
 
         d = self.cfg.data
         reader = build_reader(d)
@@ -47,13 +46,7 @@ class SegDataModule(pl.LightningDataModule):
             ids = ids[:limit]
         if not ids:
             raise DataError(f"{d.root}: split {split!r} is empty")
-        return SliceDataset(
-            reader,
-            ids,
-            transform=build_transforms(d, train=train),
-            skip_empty_slices=d.skip_empty_slices and train,
-            cache=d.cache,
-        )
+        return SliceDataset.from_config(reader, ids, d, train=train, seed=self.cfg.seed)
 
     def setup(self, stage: str | None = None) -> None:
         d = self.cfg.data
@@ -66,7 +59,9 @@ class SegDataModule(pl.LightningDataModule):
         from medseg.data.transforms import MultiScaleCollate
 
         d = self.cfg.data
-        collate = MultiScaleCollate(d.multiscale, seed=self.cfg.seed) if d.multiscale else None
+        from medseg.data.base import collate_samples
+
+        collate = MultiScaleCollate(d.multiscale, seed=self.cfg.seed) if d.multiscale else collate_samples
         return DataLoader(
             self.train_ds,
             batch_size=d.batch_size,
@@ -80,5 +75,8 @@ class SegDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_ds is None:
             return []
+        from medseg.data.base import collate_samples
+
         d = self.cfg.data
-        return DataLoader(self.val_ds, batch_size=self.cfg.eval.batch_size, shuffle=False, num_workers=d.num_workers)
+        return DataLoader(self.val_ds, batch_size=self.cfg.eval.batch_size, shuffle=False, num_workers=d.num_workers,
+                          collate_fn=collate_samples)
