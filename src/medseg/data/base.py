@@ -1,0 +1,451 @@
+"""The common case model every dataset reader produces, and the slice dataset built on it.
+
+A *reader* (one per on-disk format) turns a case id into a :class:`Case`:
+
+- ``image``: float32, 2D ``[C, H, W]`` or volume ``[C, D, H, W]``, in the reader's native units
+  (PNG/JPEG divided by 255 to [0, 1]; ACDC h5 as stored in [0, 1]; TransUNet npz/h5 as stored, so raw
+  Synapse HU stay HU; NIfTI raw intensities). Normalisation (ImageNet, HU window, z-score) is a
+  transform (:mod:`medseg.data.transforms`), never the reader's job.
+- ``label``: int64 ``[H, W]`` or ``[D, H, W]`` with values in ``0 .. num_classes - 1``, or ``None``
+  (unlabelled input). Readers check the range and raise :class:`medseg.utils.DataError` otherwise.
+- ``spacing``: voxel size in array axis order (``(z, y, x)`` for volumes, ``(y, x)`` for 2D) or ``None``.
+- ``meta``: source path(s), original size, NIfTI affine/header, ...
+
+:class:`SliceDataset` expands volumes to axial slices (axis 0 of ``D x H x W``) and yields the
+sample dicts of the data contract (``docs/dev/contracts.md``)::
+
+    {"image": float32 [C, H, W], "label": int64 [H, W], "case": str, "slice": int | None,
+     "spacing": tuple | None, "orig_size": (H, W)}
+
+``spacing`` is the *original case's* spacing (all axes; a volume slice keeps the volume's
+``(z, y, x)``) and ``orig_size`` the slice's size before resizing: evaluation resizes predictions
+back to ``orig_size`` (:func:`medseg.data.transforms.resize_prediction`) and regroups slices by ``case``.
+Use :func:`collate_samples` (or :class:`medseg.data.transforms.MultiScaleCollate`) as the DataLoader's
+``collate_fn``: torch's default collate cannot batch ``None`` slices/spacings.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medseg.utils import DataError
+
+if TYPE_CHECKING:
+    from medseg.config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+Sample = dict[str, Any]
+
+
+@dataclass
+class Case:
+    """One image or volume with its label, in the reader's native units (see the module docstring)."""
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray | None = None
+    spacing: tuple[float, ...] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_volume(self) -> bool:
+        """True for ``[C, D, H, W]`` images."""
+        return self.image.ndim == 4
+
+    @property
+    def num_slices(self) -> int | None:
+        """``D`` for a volume, ``None`` for a 2D case."""
+        return int(self.image.shape[1]) if self.is_volume else None
+
+    def slice(self, index: int) -> Case:
+        """The 2D case of axial slice ``index`` (axis 0 of ``D x H x W``); spacing and meta are kept."""
+        if not self.is_volume:
+            raise ValueError(f"case {self.id} is 2D; it has no slices")
+        label = None if self.label is None else self.label[index]
+        meta = dict(self.meta, slice=int(index))
+        return Case(id=self.id, image=self.image[:, index], label=label, spacing=self.spacing, meta=meta)
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """``["background", "foreground"]`` for binary tasks, else ``["background", "class_1", ...]``."""
+    if num_classes == 2:
+        return ["background", "foreground"]
+    return ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+
+
+def adapt_channels(
+    image: np.ndarray, in_channels: int, source: str | Path, *, allow_luminance: bool
+) -> np.ndarray:
+    """Make a channel-first image have ``in_channels`` channels.
+
+    1 -> N repeats the grey channel; 3 -> 1 (only where ``allow_luminance``: RGB photographs) takes the
+    ITU-R 601-2 luminance ``0.299 R + 0.587 G + 0.114 B`` (what Pillow's ``convert("L")`` computes,
+    here in float). Anything else is a :class:`DataError` naming ``source``.
+    """
+    c = image.shape[0]
+    if c == in_channels:
+        return image
+    if c == 1:
+        return np.repeat(image, in_channels, axis=0)
+    if c == 3 and in_channels == 1 and allow_luminance:
+        w = np.asarray([0.299, 0.587, 0.114], dtype=np.float32).reshape((3,) + (1,) * (image.ndim - 1))
+        return (image * w).sum(axis=0, keepdims=True, dtype=np.float32)
+    raise DataError(f"{source}: image has {c} channels but data.in_channels is {in_channels}")
+
+
+def check_label(label: np.ndarray, num_classes: int | None, source: str | Path) -> np.ndarray:
+    """Return ``label`` as int64 after checking it is integral, >= 0 and (if given) < ``num_classes``."""
+    if label.dtype.kind == "b":
+        return label.astype(np.int64)
+    if label.dtype.kind == "f":
+        if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
+            raise DataError(f"{source}: label map has non-integer values")
+    if label.size:
+        lo, hi = label.min(), label.max()
+        if lo < 0:
+            raise DataError(f"{source}: negative label value {lo:g}")
+        if num_classes is not None and hi >= num_classes:
+            raise DataError(
+                f"{source}: label value {hi:g} is outside 0..{num_classes - 1} (data.num_classes = {num_classes})"
+            )
+    return label.astype(np.int64, copy=False)
+
+
+def read_list_file(path: Path) -> list[str]:
+    """Ids from a split list: one per line; blank lines and ``#`` comments skipped; duplicates dropped."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read split list: {err}") from None
+    out: dict[str, None] = {}
+    for line in text.splitlines():
+        item = line.split("#", 1)[0].strip()
+        if item:
+            out.setdefault(item, None)
+    return list(out)
+
+
+def seeded_split(
+    ids: Sequence[str], fractions: Sequence[float], seed: int, names: Sequence[str] = ("train", "val", "test")
+) -> dict[str, list[str]]:
+    """Split ``ids`` at random (seeded) into ``names`` with ``fractions`` (the first takes the rest).
+
+    Every split after the first gets ``round(fraction * n)`` ids; each non-zero fraction gets at
+    least one id when there are enough ids to leave one for the first split. Ids keep their sorted order.
+    """
+    if len(fractions) != len(names):
+        raise ValueError("one fraction per split name")
+    if any(f < 0 for f in fractions) or sum(fractions[1:]) >= 1:
+        raise ValueError(f"split fractions must be >= 0 and leave some for {names[0]}: {tuple(fractions)}")
+    ordered = sorted(ids)
+    n = len(ordered)
+    perm = np.random.default_rng(seed).permutation(n)
+    out: dict[str, list[str]] = {}
+    start = 0
+    for name, frac in zip(names[1:], fractions[1:], strict=True):
+        k = int(round(frac * n))
+        if frac > 0 and k == 0 and n - start > 1:
+            k = 1
+        k = min(k, max(n - start - 1, 0))
+        out[name] = sorted(ordered[i] for i in perm[start : start + k])
+        start += k
+    out[names[0]] = sorted(ordered[i] for i in perm[start:])
+    return {name: out[name] for name in names}
+
+
+class Reader(ABC):
+    """A dataset on disk in one format: split lists of case ids and a loader for each case.
+
+    Subclasses implement :meth:`splits`, :meth:`_split_ids` and :meth:`load`; :meth:`ids` adds the
+    unknown-split error. Volume formats also override :meth:`num_slices` (cheaply, from a header),
+    and may override :meth:`load_slice` / :meth:`foreground_slices` when a single slice or the label
+    alone can be read without the whole volume.
+    """
+
+    format: ClassVar[str] = ""
+    #: True when :meth:`load_slice` reads one slice without decoding the whole volume.
+    random_slice_access: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        num_classes: int = 2,
+        in_channels: int = 1,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data folder not found")
+        if num_classes < 2:
+            raise ValueError("num_classes counts the background: use 2 for a binary task")
+        self.num_classes = int(num_classes)
+        self.in_channels = int(in_channels)
+        self._class_names = list(class_names) if class_names else None
+        if self._class_names is not None and len(self._class_names) != self.num_classes:
+            raise DataError(
+                f"{self.root}: {len(self._class_names)} class names given for {self.num_classes} classes"
+            )
+
+    # -- splits -------------------------------------------------------------------------------
+    @abstractmethod
+    def splits(self) -> list[str]:
+        """Names of the available splits."""
+
+    @abstractmethod
+    def _split_ids(self, split: str) -> list[str] | None:
+        """Ids of ``split``, or ``None`` when the split does not exist."""
+
+    def ids(self, split: str) -> list[str]:
+        """Case ids of ``split``; :class:`DataError` listing the available splits when unknown."""
+        out = self._split_ids(split)
+        if out is None:
+            raise DataError(
+                f"{self.root}: unknown split {split!r}; available splits: {', '.join(self.splits())}"
+            )
+        return out
+
+    # -- cases --------------------------------------------------------------------------------
+    @abstractmethod
+    def load(self, case_id: str) -> Case:
+        """Read one case in native units (see the module docstring)."""
+
+    def num_slices(self, case_id: str) -> int | None:
+        """``D`` of a volume case, ``None`` for a 2D case (2D formats need not open the file)."""
+        return None
+
+    def load_slice(self, case_id: str, index: int) -> Case:
+        """2D case of slice ``index`` of a volume (default: load the whole volume)."""
+        return self.load(case_id).slice(index)
+
+    def foreground_slices(self, case_id: str) -> np.ndarray | None:
+        """Bool ``[D]``: which slices of a volume hold any foreground (``None`` for unlabelled / 2D)."""
+        case = self.load(case_id)
+        if case.label is None or not case.is_volume:
+            return None
+        return case.label.reshape(case.label.shape[0], -1).any(axis=1)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the ``num_classes`` classes, background first."""
+        return list(self._class_names) if self._class_names else default_class_names(self.num_classes)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, num_classes={self.num_classes})"
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> Reader:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+
+def _readers() -> dict[str, type[Reader]]:
+    from medseg.data.image_folder import ImageFolderReader, PraNetReader
+    from medseg.data.nnunet_raw import NnUNetRawReader
+    from medseg.data.transunet import TransUNetReader
+
+    return {
+        "image_folder": ImageFolderReader,
+        "pranet": PraNetReader,
+        "transunet": TransUNetReader,
+        "nnunet_raw": NnUNetRawReader,
+    }
+
+
+def build_reader(cfg: DataConfig) -> Reader:
+    """The reader for ``cfg.format`` on ``cfg.root`` (a built-in data set must be generated first)."""
+    if not cfg.root:
+        raise DataError("data.root is not set: give a data folder (--data DIR) or a built-in data set")
+    readers = _readers()
+    if cfg.format not in readers:
+        raise DataError(f"unknown data.format {cfg.format!r}; known: {', '.join(readers)}")
+    return readers[cfg.format].from_config(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Slice dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def _case_to_sample(case: Case) -> Sample:
+    """A 2D case as a transform input: image ``[C, H, W]`` and label ``[1, H, W]`` (channel-first)."""
+    sample: Sample = {
+        "image": np.ascontiguousarray(case.image, dtype=np.float32),
+        "case": case.id,
+        "slice": case.meta.get("slice"),
+        "spacing": case.spacing,
+        "orig_size": tuple(int(s) for s in case.image.shape[-2:]),
+    }
+    if case.label is not None:
+        sample["label"] = np.ascontiguousarray(case.label[None], dtype=np.float32)
+    return sample
+
+
+def _plain(x: Any) -> torch.Tensor:
+    """A plain, contiguous torch tensor (MONAI ``MetaTensor`` meta dropped)."""
+    if hasattr(x, "as_tensor"):
+        x = x.as_tensor()
+    return torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x).contiguous()
+
+
+def finalize_sample(sample: Sample) -> Sample:
+    """Image -> float32 tensor ``[C, H, W]``; label ``[1, H, W]`` -> int64 ``[H, W]``."""
+    out = dict(sample)
+    out["image"] = _plain(sample["image"]).to(torch.float32)
+    if sample.get("label") is not None:
+        lab = _plain(sample["label"])
+        if lab.ndim == 3:
+            lab = lab[0]
+        out["label"] = (lab.round() if lab.is_floating_point() else lab).to(torch.int64)
+    return out
+
+
+class SliceDataset(Dataset):
+    """2D samples from a reader: 2D cases as they are, volumes expanded to their axial slices.
+
+    Args:
+        reader: the data set.
+        ids: case ids (e.g. ``reader.ids("train")``).
+        pre_transform: deterministic transform (normalise + resize); its output is cached when ``cache``.
+        transform: random transform applied on every access (augmentation).
+        cache: keep pre-transformed samples in memory (a volume is decoded once and all its slices
+            pre-transformed together). Each DataLoader worker holds its own cache.
+        skip_empty_slices: drop volume slices without foreground (training); needs the labels of all
+            volumes at construction (read label-only where the format allows). 2D cases are never dropped.
+        require_labels: raise :class:`DataError` for a case without a label.
+        seed: seeds the random transforms (MONAI ``set_random_state``); in a DataLoader worker they are
+            re-seeded from the worker's seed, so runs are reproducible with a seeded DataLoader generator.
+
+    Slice counts come from :meth:`Reader.num_slices` (headers only): nothing is decoded at construction
+    unless ``skip_empty_slices``.
+    """
+
+    def __init__(
+        self,
+        reader: Reader,
+        ids: Sequence[str],
+        *,
+        pre_transform: Callable[[Sample], Sample] | None = None,
+        transform: Callable[[Sample], Sample] | None = None,
+        cache: bool = False,
+        skip_empty_slices: bool = False,
+        require_labels: bool = True,
+        seed: int | None = 0,
+    ) -> None:
+        self.reader = reader
+        self.ids = list(ids)
+        self.pre_transform = pre_transform
+        self.transform = transform
+        self.cache = cache
+        self.require_labels = require_labels
+        self._cache: dict[tuple[str, int | None], Sample] = {}
+        self._last: tuple[str, Case] | None = None
+        self._seeded_for: int | None = None
+        self.index: list[tuple[str, int | None]] = []
+        self._slices_of: dict[str, list[int]] = {}
+        for cid in self.ids:
+            d = reader.num_slices(cid)
+            if d is None:
+                self.index.append((cid, None))
+                continue
+            keep = list(range(d))
+            if skip_empty_slices:
+                fg = reader.foreground_slices(cid)
+                if fg is not None:
+                    keep = [int(i) for i in np.flatnonzero(fg)]
+            self._slices_of[cid] = keep
+            self.index.extend((cid, k) for k in keep)
+        if seed is not None:
+            self.set_random_state(seed)
+
+    @classmethod
+    def from_config(
+        cls, reader: Reader, ids: Sequence[str], cfg: DataConfig, *, train: bool, seed: int | None = 0
+    ) -> SliceDataset:
+        """Transforms, cache and empty-slice skipping (training only) as ``cfg`` says."""
+        from medseg.data.transforms import build_transform_stages
+
+        pre, post = build_transform_stages(cfg, train=train)
+        return cls(
+            reader,
+            ids,
+            pre_transform=pre,
+            transform=post,
+            cache=cfg.cache,
+            skip_empty_slices=cfg.skip_empty_slices and train,
+            seed=seed,
+        )
+
+    def set_random_state(self, seed: int) -> None:
+        """Seed every random transform."""
+        from monai.data.utils import set_rnd
+
+        if self.transform is not None:
+            set_rnd(self.transform, seed=int(seed) % (2**32))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _prepare(self, case: Case) -> Sample:
+        if case.label is None and self.require_labels:
+            raise DataError(f"{case.meta.get('image_path', case.id)}: case {case.id} has no label")
+        sample = _case_to_sample(case)
+        return self.pre_transform(sample) if self.pre_transform is not None else sample
+
+    def _store(self, sample: Sample) -> Sample:
+        out = dict(sample)
+        out["image"] = _plain(out["image"])
+        if out.get("label") is not None:
+            out["label"] = _plain(out["label"])
+        return out
+
+    def _load_pre(self, cid: str, k: int | None) -> Sample:
+        key = (cid, k)
+        if key in self._cache:
+            return self._cache[key]
+        if k is None:
+            sample = self._store(self._prepare(self.reader.load(cid)))
+            if self.cache:
+                self._cache[key] = sample
+            return sample
+        if self.cache:  # decode the volume once, pre-transform all its used slices
+            case = self.reader.load(cid)
+            for j in self._slices_of[cid]:
+                self._cache[(cid, j)] = self._store(self._prepare(case.slice(j)))
+            return self._cache[key]
+        if self.reader.random_slice_access:
+            return self._store(self._prepare(self.reader.load_slice(cid, k)))
+        if self._last is None or self._last[0] != cid:  # keep the last decoded volume
+            self._last = (cid, self.reader.load(cid))
+        return self._store(self._prepare(self._last[1].slice(k)))
+
+    def __getitem__(self, i: int) -> Sample:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._seeded_for != info.seed:
+            self.set_random_state(info.seed)
+            self._seeded_for = info.seed
+        cid, k = self.index[i]
+        sample = dict(self._load_pre(cid, k))
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return finalize_sample(sample)
+
+
+def collate_samples(batch: Sequence[Sample]) -> Sample:
+    """Stack ``image`` (and ``label`` when every sample has one); other keys become lists."""
+    out: Sample = {"image": torch.stack([b["image"] for b in batch])}
+    if all(b.get("label") is not None for b in batch):
+        out["label"] = torch.stack([b["label"] for b in batch])
+    for key in batch[0]:
+        if key not in ("image", "label"):
+            out[key] = [b.get(key) for b in batch]
+    return out
