@@ -70,7 +70,7 @@ def train(
         from medseg.engine.train import fit
 
         if resume is not None:
-            run_dir = fit(None, resume=resume)  # type: ignore[arg-type]
+            run_dir = fit(None, resume=resume)
         else:
             cfg = load_config(recipe, overrides)
             _check_model_name(cfg.model.name)

@@ -162,6 +162,7 @@ class TrainerConfig(_Strict):
     val_metric: str = "dice"
     log_every_n_steps: int = 10
     overlays: int = 4
+    checkpoint_every_n_steps: int = 50  # also write checkpoints/last.ckpt mid-epoch (for --resume)
     deterministic: bool = False
     progress: bool = True
 

@@ -26,7 +26,7 @@ def medseg_metadata(cfg: Config) -> dict[str, Any]:
         "config": cfg.to_dict(),
         "versions": {
             "medseg": medseg.__version__,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "lightning": lightning.__version__,
             "python": platform.python_version(),
         },

@@ -29,10 +29,11 @@ from medseg.utils import MedsegError, atomic_write_text
 _log = logging.getLogger(__name__)
 
 
-def class_names_for(cfg: Any) -> list[str]:
-    names = cfg.data.class_names
-    if names and len(names) == cfg.data.num_classes:
-        return list(names)
+def class_names_for(cfg: Any, reader: Any) -> list[str]:
+    """Class names (background first): the recipe's, else the data set's (dataset.json, ACDC, Synapse)."""
+    for names in (cfg.data.class_names, getattr(reader, "class_names", None)):
+        if names and len(names) == cfg.data.num_classes:
+            return list(names)
     return ["background"] + [f"class{c}" for c in range(1, cfg.data.num_classes)]
 
 
@@ -69,7 +70,7 @@ def evaluate_run(
     first = reader.load(ids[0])
     if protocol == "auto":
         protocol = "volume" if first.is_volume else "image"
-    names = class_names_for(cfg)
+    names = class_names_for(cfg, reader)
     out = Path(out_dir) if out_dir else run_dir / "eval" / f"{split}-{mode}"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -100,7 +101,7 @@ def evaluate_run(
     summary = table.summary()
     summary.update({"split": split, "protocol": protocol, "cases": len(ids), "seconds": round(seconds, 2),
                     "class_names": names, "checkpoint": checkpoint, "data": str(dcfg.root)})
-    markdown = table.to_markdown(names)
+    markdown = table.to_markdown(names[1:])
     if polyp is not None:
         from medseg.metrics import polyp_markdown
 

@@ -187,7 +187,7 @@ def predict_paths(
         elif lower.endswith((".nii.gz", ".nii")):
             from medseg.data.nnunet_raw import load_nifti_case, write_like
 
-            case = load_nifti_case(path)
+            case = load_nifti_case(path, in_channels=predictor.cfg.data.in_channels)
             labels, probs = predictor.predict_volume(case.image)
             written.append(write_like(labels.astype(np.uint8), case, out_dir / f"{stem}.nii.gz"))
             if probabilities:
@@ -196,7 +196,7 @@ def predict_paths(
             from medseg.data.transunet import load_volume_file
             from medseg.data.nnunet_raw import write_array_nifti
 
-            case = load_volume_file(path)
+            case = load_volume_file(path, in_channels=predictor.cfg.data.in_channels)
             labels, probs = predictor.predict_case(case)
             written.append(write_array_nifti(labels.astype(np.uint8), out_dir / f"{stem}.nii.gz", spacing=case.spacing))
             if probabilities:

@@ -3,7 +3,7 @@
 Run folder: ``config.yaml`` (resolved), ``checkpoints/{best,last}.ckpt``, ``metrics.csv``, ``tb/``
 (TensorBoard), ``summary.json``, ``curves.png``, ``overlays/``. ``best`` is chosen on the
 validation split only (never the test split); ``last`` is written at every epoch end and every
-``checkpoint_every_n_steps`` steps, so an interrupted run resumes close to where it stopped.
+``trainer.checkpoint_every_n_steps`` steps, so an interrupted run resumes close to where it stopped.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from medseg.models import count_parameters
 from medseg.utils import MedsegError, atomic_write_text
 
 _log = logging.getLogger(__name__)
-CHECKPOINT_EVERY_N_STEPS = 50
 
 
 def quiet_lightning() -> None:
@@ -42,6 +41,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 
@@ -169,7 +170,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
         ModelCheckpoint(
             dirpath=ckdir,
             filename="last",
-            every_n_train_steps=CHECKPOINT_EVERY_N_STEPS,
+            every_n_train_steps=t.checkpoint_every_n_steps,
             save_top_k=1,
             enable_version_counter=False,
         )
@@ -210,8 +211,8 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
     )
 
 
-def fit(cfg: Config, out: str | Path | None = None, resume: str | Path | None = None) -> Path:
-    """Train ``cfg`` into a run folder (or continue the run in ``resume``); return the folder."""
+def fit(cfg: Config | None, out: str | Path | None = None, resume: str | Path | None = None) -> Path:
+    """Train ``cfg`` into a run folder, or continue the run in ``resume`` (then ``cfg`` is ignored)."""
     quiet_lightning()
     if resume is not None:
         run_dir = Path(resume)
@@ -222,6 +223,8 @@ def fit(cfg: Config, out: str | Path | None = None, resume: str | Path | None = 
             raise MedsegError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
         cfg = load_config(str(run_dir / "config.yaml"))
         ckpt_path: str | None = str(ckpt)
+    elif cfg is None:
+        raise MedsegError("fit needs a config or a run folder to resume")
     else:
         run_dir = make_run_dir(cfg, out)
         ckpt_path = None

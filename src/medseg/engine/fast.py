@@ -1,0 +1,282 @@
+"""The fast inference path: eval mode, Conv+BN folding, channels_last and optional ``torch.compile``.
+
+Every transformation here is exact up to float rounding (the tests check max |Δlogits| <= 1e-4 for
+every registered model against the plain path):
+
+- **Conv+BN folding.** A ``Conv2d`` that is immediately followed by a ``BatchNorm2d`` in execution
+  order *inside nn.Sequential containers* (``ConvNormAct`` = Sequential(conv, norm, act); MONAI's
+  ``Convolution`` = Sequential(conv, Sequential(norm, dropout, act)) -- nested plain Sequentials are
+  flattened) gets the BN's eval affine folded into its weight and bias
+  (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`) and the BN becomes ``nn.Identity``. BNs that do not
+  directly follow a conv module (e.g. :class:`~medseg.layers.fusion.FixedFilter`'s, applied after a
+  functional convolution and shared by several units) and modules used at more than one place are
+  left alone.
+- **channels_last.** Parameters and buffers go to ``torch.channels_last``; a forward pre-hook converts a
+  4D input too, so callers need not.
+- **torch.compile** (opt-in). Compiles ``forward`` in place (state_dict and attributes unchanged); if
+  compilation or the first compiled call fails, the model falls back to eager and the error is logged.
+
+The all-ones subtraction filters of M2SNet/MGRAD-UNet are already computed as a channel sum + one
+k x k box filter (``FixedFilter.fast = True``, the default); :func:`set_fixed_filter_fast` switches
+them (``False`` = the official literal full convolution, used by tests and by ``model_stats(fast=False)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.overrides import TorchFunctionMode
+
+_log = logging.getLogger(__name__)
+
+
+def _is_plain_sequential(m: nn.Module) -> bool:
+    """An ``nn.Sequential`` (or subclass) that keeps Sequential's forward: children run in order."""
+    return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+
+
+def _leaves(seq: nn.Sequential, seen: set[int]) -> Iterator[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute name, module) in execution order, descending into nested plain Sequentials
+    (whose ids are added to ``seen``)."""
+    seen.add(id(seq))
+    for name, child in seq.named_children():
+        if _is_plain_sequential(child):
+            yield from _leaves(child, seen)  # type: ignore[arg-type]
+        else:
+            yield seq, name, child
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and isinstance(bn, nn.BatchNorm2d)
+        and bn.track_running_stats
+        and bn.running_mean is not None
+        and bn.running_var is not None
+        and conv.out_channels == bn.num_features
+    )
+
+
+def _static_pairs(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, str]]:
+    """(conv parent, conv name, bn parent, bn name) for Conv2d -> BatchNorm2d adjacent inside Sequentials."""
+    pairs = []
+    done: set[int] = set()
+    for m in model.modules():
+        if not _is_plain_sequential(m) or id(m) in done:
+            continue
+        # nested plain Sequentials come again in model.modules(); their pairs are already in this chain
+        chain = list(_leaves(m, done))  # type: ignore[arg-type]
+        for (p_conv, n_conv, conv), (p_bn, n_bn, bn) in zip(chain, chain[1:]):
+            if _foldable(conv, bn):
+                pairs.append((p_conv, n_conv, p_bn, n_bn))
+    return pairs
+
+
+def _tensors(obj: Any) -> Iterator[Tensor]:
+    """Every tensor inside nested tuples / lists / dicts / dataclasses (e.g. a SegOutput)."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from _tensors(getattr(obj, f.name))
+
+
+class _UseCounter(TorchFunctionMode):
+    """Counts, per tensor object, how often it is an argument of a torch function (any use at all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uses: dict[int, int] = {}
+        self.ignore: Tensor | None = None  # the input of the BatchNorm now running (its own checks)
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        for t in _tensors((args, kwargs)):
+            if t is not self.ignore:
+                self.add(t)
+        return func(*args, **kwargs)
+
+    def add(self, t: Tensor) -> None:
+        self.uses[id(t)] = self.uses.get(id(t), 0) + 1
+
+
+def _traced_pairs(model: nn.Module, example_input: Tensor) -> list[tuple[nn.Module, str, nn.Module, str]]:
+    """Conv2d -> BatchNorm2d pairs found by running ``model`` once: the BN's input is the conv's output
+    and that output has no other use (conservatively: not even a shape query). Every call of the conv
+    must feed the BN and every call of the BN must come from the conv."""
+    names = {id(m): n for n, m in model.named_modules()}
+    owner: dict[int, tuple[nn.Module, str]] = {}
+    for parent in model.modules():
+        for n, child in parent.named_children():
+            owner.setdefault(id(child), (parent, n))
+    counter = _UseCounter()
+    conv_out: dict[int, list[Tensor]] = {}  # id(conv) -> outputs, kept alive so ids stay unique
+    bn_in: dict[int, list[Tensor]] = {}
+    handles = []
+
+    def conv_hook(mod: nn.Module, args: Any, out: Any) -> None:
+        conv_out.setdefault(id(mod), []).append(out)
+
+    def bn_pre(mod: nn.Module, args: Any) -> None:
+        bn_in.setdefault(id(mod), []).append(args[0])
+        counter.ignore = args[0]
+        counter.add(args[0])  # the BN's own use
+
+    def bn_post(mod: nn.Module, args: Any, out: Any) -> None:
+        counter.ignore = None
+
+    mods = {id(m): m for m in model.modules()}
+    for m in mods.values():
+        if type(m) is nn.Conv2d:
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.BatchNorm2d):
+            handles += [m.register_forward_pre_hook(bn_pre), m.register_forward_hook(bn_post)]
+    try:
+        with torch.inference_mode(), counter:
+            output = model(example_input)
+        for t in _tensors(output):  # a tensor that escapes through the output is a use too
+            counter.add(t)
+    finally:
+        for h in handles:
+            h.remove()
+    producer = {id(t): cid for cid, outs in conv_out.items() for t in outs}
+    pairs = []
+    for bid, inputs in bn_in.items():
+        src = {producer.get(id(t)) for t in inputs}
+        if len(src) != 1 or None in src:
+            continue
+        cid = src.pop()
+        outs = conv_out[cid]
+        if len(outs) != len(inputs) or any(counter.uses.get(id(t), 0) != 1 for t in outs):
+            continue
+        conv, bn = mods[cid], mods[bid]
+        if _foldable(conv, bn) and cid in owner and bid in owner:
+            _log.debug("traced Conv+BN pair %s -> %s", names.get(cid), names.get(bid))
+            pairs.append((*owner[cid], *owner[bid]))
+    return pairs
+
+
+def fold_conv_bn(model: nn.Module, example_input: Tensor | None = None) -> int:
+    """Fold Conv2d -> BatchNorm2d pairs in place and return how many were folded.
+
+    Always: pairs adjacent inside (nested) ``nn.Sequential`` containers. With ``example_input``, also
+    pairs wired by hand in a ``forward`` (e.g. timm's ResNet/Res2Net blocks ``conv1 -> bn1``), found by
+    running the model once and checking the conv's output feeds only that BN. The model must be in
+    eval mode (the BN's running statistics are what gets folded). Modules used at several places are
+    never folded.
+    """
+    if model.training:
+        raise ValueError("fold_conv_bn needs a model in eval mode")
+    uses: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    pairs = _static_pairs(model)
+    if example_input is not None:
+        seen = {(id(getattr(pc, nc)), id(getattr(pb, nb))) for pc, nc, pb, nb in pairs}
+        for pc, nc, pb, nb in _traced_pairs(model, example_input):
+            if (id(getattr(pc, nc)), id(getattr(pb, nb))) not in seen:
+                pairs.append((pc, nc, pb, nb))
+    folded = 0
+    with torch.no_grad():
+        folded = _apply_folds(pairs, uses)
+    return folded
+
+
+def _apply_folds(pairs: list[tuple[nn.Module, str, nn.Module, str]], uses: dict[int, int]) -> int:
+    folded = 0
+    for p_conv, n_conv, p_bn, n_bn in pairs:
+        conv, bn = getattr(p_conv, n_conv), getattr(p_bn, n_bn)
+        if uses.get(id(conv), 0) > 1 or uses.get(id(bn), 0) > 1 or not _foldable(conv, bn):
+            continue
+        setattr(p_conv, n_conv, fuse_conv_bn_eval(conv, bn))  # type: ignore[arg-type]
+        setattr(p_bn, n_bn, nn.Identity())
+        folded += 1
+    return folded
+
+
+def set_fixed_filter_fast(model: nn.Module, fast: bool = True) -> int:
+    """Set ``.fast`` on every :class:`~medseg.layers.fusion.FixedFilter`; return how many there are."""
+    from medseg.layers.fusion import FixedFilter
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, FixedFilter):
+            m.fast = fast
+            n += 1
+    return n
+
+
+def _channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    if args and isinstance(args[0], Tensor) and args[0].dim() == 4:
+        return (args[0].contiguous(memory_format=torch.channels_last),) + tuple(args[1:])
+    return None
+
+
+def _safe_compiled_forward(model: nn.Module, **compile_kwargs: Any) -> Callable[..., Any] | None:
+    """``model.forward`` compiled, falling back to eager (logged once) if compiling or running fails."""
+    eager = model.forward
+    try:
+        compiled = torch.compile(eager, **compile_kwargs)
+    except Exception as err:  # dynamo unavailable on this platform/Python
+        _log.warning("torch.compile unavailable (%s: %s); using eager", type(err).__name__, err)
+        return None
+    state = {"ok": True}
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if state["ok"]:
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as err:  # inductor needs a C++ compiler, unsupported op, ...
+                state["ok"] = False
+                _log.warning("torch.compile failed (%s: %s); falling back to eager", type(err).__name__,
+                             str(err).splitlines()[0] if str(err) else "")
+        return eager(*args, **kwargs)
+
+    return forward
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    *,
+    channels_last: bool = True,
+    fold_bn: bool = True,
+    compile: bool = False,
+    compile_kwargs: dict[str, Any] | None = None,
+    example_input: Tensor | None = None,
+) -> nn.Module:
+    """Return ``model`` (modified in place) ready for fast inference; results equal the plain path.
+
+    Puts the model in eval mode, folds Conv+BN pairs, converts to channels_last and (``compile=True``)
+    compiles ``forward`` with ``torch.compile`` where it works. ``example_input`` (one small valid batch
+    on the model's device) lets folding also find Conv+BN pairs wired in a ``forward`` by hand (timm
+    backbones); without it only pairs inside ``nn.Sequential`` are folded. Run the result under
+    ``torch.inference_mode``.
+    Not for training: folded BNs are gone.
+    """
+    model.eval()
+    if fold_bn:
+        n = fold_conv_bn(model, example_input)
+        _log.debug("folded %d Conv+BN pairs", n)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        if not getattr(model, "_medseg_channels_last_hook", False):
+            model.register_forward_pre_hook(_channels_last_input)
+            model._medseg_channels_last_hook = True  # type: ignore[assignment]
+    if compile:
+        fwd = _safe_compiled_forward(model, **(compile_kwargs or {}))
+        if fwd is not None:
+            model.forward = fwd  # type: ignore[method-assign]
+    model.medseg_fast = True  # type: ignore[assignment]
+    return model

@@ -1,0 +1,111 @@
+"""End-to-end CLI tests on tiny built-in data: train, evaluate, predict, models, data, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from medseg.cli import app
+
+runner = CliRunner()
+
+TINY = [
+    "data.size=[64,64]",
+    "data.batch_size=8",
+    "model.kwargs={features: [4, 8, 8, 16, 16, 4]}",
+    "trainer.max_epochs=2",
+    "trainer.max_time_s=null",
+    "trainer.progress=false",
+    "trainer.overlays=2",
+]
+
+
+@pytest.fixture(scope="module")
+def ct_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "ct"
+    res = runner.invoke(app, ["data", "builtin", "phantom-ct", "--out", str(out), "--seed", "3", "--count", "24"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(ct_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "qs"
+    args = ["train", "--data", str(ct_data), "--out", str(out)]
+    for s in TINY:
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_train_writes_the_run_folder(run_dir):
+    for rel in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.csv", "summary.json", "curves.png"):
+        assert (run_dir / rel).is_file(), rel
+    assert len(list((run_dir / "overlays").glob("*.png"))) == 2
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["epochs"] == 2 and s["steps"] > 0 and 0.0 <= s["best_val"] <= 1.0
+    assert len(s["history"]) == 2 and "val/dice" in s["history"][-1]
+    import torch
+
+    ck = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=True, map_location="cpu")
+    assert ck["medseg"]["model"] == "unet" and ck["medseg"]["config"]["data"]["num_classes"] == 7
+
+
+def test_evaluate_writes_tables(run_dir, ct_data):
+    res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(ct_data), "--split", "test", "--mode", "strict"])
+    assert res.exit_code == 0, res.output
+    out = run_dir / "eval" / "test-strict"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "strict" and summary["cases"] == len((ct_data / "splits/test.txt").read_text().split())
+    assert "liver" in (out / "table.md").read_text()
+    assert (out / "cases.csv").read_text().count("\n") > summary["cases"]
+
+
+def test_predict_writes_masks_at_each_images_own_size(run_dir, ct_data, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, p in enumerate(sorted((ct_data / "images").glob("*.png"))[:2]):
+        img = Image.open(p)
+        img.resize((50 + 13 * i, 70 + 7 * i)).save(src / f"im{i}.png")
+    shutil.copy(sorted((ct_data / "images").glob("*.png"))[2], src / "orig.png")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["predict", str(run_dir), "--input", str(src), "--output", str(out), "--overlay", "--probabilities"])
+    assert res.exit_code == 0, res.output
+    for p in src.iterdir():
+        m = np.array(Image.open(out / p.name))
+        assert m.shape == np.array(Image.open(p)).shape[:2]
+        assert m.max() < 7
+        assert (out / "overlays" / p.name).is_file()
+    assert len(list((out / "probabilities").glob("im0_c*.png"))) == 7
+
+
+def test_models_lists_registry():
+    res = runner.invoke(app, ["models", "--no-params"])
+    assert res.exit_code == 0 and "unet" in res.output
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "--recipe", "nope"], "unknown recipe"),
+        (["train", "--model", "nope"], "unknown model"),
+        (["train", "--data", "/does/not/exist"], "data folder not found"),
+        (["train", "--set", "optim.lr"], "key=value"),
+        (["evaluate", "/does/not/exist"], "run folder not found"),
+        (["predict", "/does/not/exist", "--input", "x", "--output", "y"], "run folder not found"),
+        (["data", "builtin", "nope", "--out", "x"], "unknown built-in"),
+        (["evaluate", "x", "--mode", "loose"], "--mode"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args, needle):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert "Traceback" not in res.output
