@@ -66,6 +66,8 @@ class DataConfig(_Strict):
     test_split: str = "test"
     split_seed: int = 0
     val_fraction: float = 0.1  # used when no val split file exists
+    test_fraction: float = 0.2  # seeded split by case when a data set has no split files at all
+    fold: int = 0  # nnU-Net splits_final.json fold
     size: tuple[int, int] = (224, 224)
     multiscale: list[int] | None = None  # one size per batch from this list (training only)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)

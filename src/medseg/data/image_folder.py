@@ -220,6 +220,7 @@ class ImageFolderReader(Reader):
             val_split=cfg.val_split,
             split_seed=cfg.split_seed,
             val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
         )
 
     # -- index --------------------------------------------------------------------------------

@@ -320,6 +320,8 @@ class NnUNetRawReader(Reader):
             val_split=cfg.val_split,
             split_seed=cfg.split_seed,
             val_fraction=cfg.val_fraction,
+            fractions=(1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction),
+            fold=cfg.fold,
         )
 
     # -- dataset.json -------------------------------------------------------------------------
