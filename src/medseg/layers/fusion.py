@@ -92,6 +92,10 @@ class SubtractionPyramid(nn.Module):
         filter_weights: ``"ones"`` (paper) or ``"gaussian"`` (ablation, Table 11).
         depthwise: per-channel fixed filters instead of the official full ones (NOTES §7 item 6).
         orders: how many pyramid orders are used (1..4, paper Table 12).
+        bias: conv bias in front of BN in every unit/level conv (MSNet/M2SNet code: ``True``; MGRAD-UNet's
+            ``BasicConv2d``: ``False``).
+        top_conv: the extra conv (official ``x5_dem_4``) on the upper operand of the fourth-order unit
+            (MSNet/M2SNet: ``True``; MGRAD-UNet's addRA decoder has none: ``False``).
 
     ``forward(features, lower_gates=None)`` takes ``[f1, .., f5]`` (finest first) and returns
     ``[level1, level2, level3, level4]``. ``lower_gates`` (MGRAD-UNet GRAD, Eq. 4) is an optional list of
@@ -107,6 +111,8 @@ class SubtractionPyramid(nn.Module):
         filter_weights: str = "ones",
         depthwise: bool = False,
         orders: int = 4,
+        bias: bool = True,
+        top_conv: bool = True,
     ) -> None:
         super().__init__()
         if unit not in UNIT_TYPES:
@@ -122,11 +128,11 @@ class SubtractionPyramid(nn.Module):
         ) if unit == "msu" else nn.ModuleList()
 
         def conv() -> ConvNormAct:
-            return ConvNormAct(channels, channels, 3, bias=True)
+            return ConvNormAct(channels, channels, 3, bias=bias)
 
         # units[o][i]: order o+1, the unit whose lower operand sits at level i+1 (finest first).
         self.units = nn.ModuleList(nn.ModuleList(conv() for _ in range(4 - o)) for o in range(orders))
-        self.top_conv = conv() if orders == 4 else None  # official ``x5_dem_4`` before the 4th order
+        self.top_conv = conv() if orders == 4 and top_conv else None  # official ``x5_dem_4`` before the 4th order
         self.level_convs = nn.ModuleList(conv() for _ in range(3))  # level1..level3 (level4 has none)
 
     def difference(self, a: Tensor, b: Tensor) -> Tensor:
@@ -144,14 +150,16 @@ class SubtractionPyramid(nn.Module):
         prev = list(features)
         terms: list[list[Tensor]] = [[] for _ in range(4)]  # terms per level 1..4
         for o, units in enumerate(self.units):
-            out = []
-            for i, u in enumerate(units):
+            out: list[Tensor] = [prev[0]] * len(units)  # placeholders, all overwritten below
+            # Top-down (x5_4 before x4_3 ...) as the official code: with ``msu`` the shared fixed-filter
+            # BatchNorms then update their running statistics in the same order.
+            for i in reversed(range(len(units))):
                 upper, lower = prev[i + 1], prev[i]
                 if o == 0 and lower_gates is not None:
                     lower = lower * (1 - lower_gates[i])
                 if o == 3 and self.top_conv is not None:
                     upper = self.top_conv(upper)
-                out.append(u(self.difference(upsample_like(upper, lower), lower)))
+                out[i] = units[i](self.difference(upsample_like(upper, lower), lower))
             for i, t in enumerate(out):
                 terms[i].append(t)  # a unit feeds the level of its lower operand (x4_3, x5_4_3 -> level3)
             prev = out
