@@ -272,14 +272,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _apply_presets(data: dict[str, Any]) -> dict[str, Any]:
-    """``preset: NAME`` selects ``presets.NAME`` (a partial config merged on top)."""
+    """``preset: NAME`` (or a list of names, applied in order) merges ``presets.NAME`` on top."""
     chosen = data.pop("preset", None)
     if chosen is None:
         return data
     presets = data.get("presets") or {}
-    if chosen not in presets:
-        raise ConfigError(f"unknown preset {chosen!r}; this recipe has: {', '.join(presets) or 'none'}")
-    return deep_merge(data, presets[chosen])
+    for name in [chosen] if isinstance(chosen, str) else list(chosen):
+        if name not in presets:
+            raise ConfigError(f"unknown preset {name!r}; this recipe has: {', '.join(presets) or 'none'}")
+        data = deep_merge(data, presets[name])
+    return data
 
 
 def validate(data: dict[str, Any], where: str = "config") -> Config:

@@ -46,3 +46,13 @@ def test_missing_recipe_file(tmp_path):
 
 def test_apply_overrides_nested():
     assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
+
+
+def test_presets_can_be_combined_in_order(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(
+        "base: quickstart\npreset: [a, b]\n"
+        "presets:\n  a: {optim: {lr: 0.5}, trainer: {max_epochs: 1}}\n  b: {optim: {lr: 0.25}}\n"
+    )
+    cfg = load_config(str(p))
+    assert cfg.optim.lr == 0.25 and cfg.trainer.max_epochs == 1

@@ -40,6 +40,11 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     raise MedsegError(f"{run_dir}: no checkpoints/{which}.ckpt (is this a finished run folder?)")
 
 
+def without_pretrained(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Model kwargs for rebuilding from a checkpoint: the weights come from the checkpoint, never a download."""
+    return {k: v for k, v in kwargs.items() if k != "pretrained"}
+
+
 class Predictor:
     """A trained model plus the pre-processing it was trained with."""
 
@@ -60,7 +65,8 @@ class Predictor:
         ckpt = load_checkpoint(find_checkpoint(run_dir, checkpoint))
         meta = ckpt["medseg"]
         cfg = validate(meta["config"], where=str(run_dir))
-        model = build_model(meta["model"], in_channels=meta["in_channels"], out_channels=meta["out_channels"], **meta["model_kwargs"])
+        model = build_model(meta["model"], in_channels=meta["in_channels"], out_channels=meta["out_channels"],
+                            **without_pretrained(meta["model_kwargs"]))
         model.load_state_dict(model_state_dict(ckpt))
         return cls(model, cfg, device=device, **kwargs)
 

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from medseg.config import Config, ConfigError, load_config, save_config, validate
 from medseg.engine.checkpoint import AtomicCheckpointIO
 from medseg.engine.datamodule import SegDataModule, prepare_data_root
+from medseg.engine.predict import without_pretrained
 from medseg.engine.task import SegTask, predict_labels
 from medseg.models import count_parameters
 from medseg.utils import MedsegError, atomic_write_text
@@ -222,6 +223,8 @@ def fit(cfg: Config | None, out: str | Path | None = None, resume: str | Path | 
         if not ckpt.is_file():
             raise MedsegError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
         cfg = load_config(str(run_dir / "config.yaml"))
+        # the checkpoint holds every weight: do not download or read pretrained weights again
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kwargs": without_pretrained(cfg.model.kwargs)})})
         ckpt_path: str | None = str(ckpt)
     elif cfg is None:
         raise MedsegError("fit needs a config or a run folder to resume")
