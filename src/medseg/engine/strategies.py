@@ -49,7 +49,7 @@ class FeedbackPasses:
         feedback = None
         if self.update == "summed":
             total = torch.zeros((), device=x.device)
-            for t in range(self.iters):
+            for _ in range(self.iters):
                 out = task.model(x, feedback=feedback)
                 loss, parts = task.criterion(out, y)
                 total = total + loss
@@ -58,7 +58,7 @@ class FeedbackPasses:
             return total
         opt = task.optimizers()
         sched = task.lr_schedulers()
-        for t in range(self.iters):
+        for _ in range(self.iters):
             out = task.model(x, feedback=feedback)
             loss, parts = task.criterion(out, y)
             opt.zero_grad(set_to_none=True)
