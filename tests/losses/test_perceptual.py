@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,6 @@ from medseg.losses.perceptual import IMAGENET_MEAN, IMAGENET_STD, LossNet, _vgg1
 from medseg.models._weights import WeightLoadError
 
 VGG16_CFG_TO_RELU4_3 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread for this module's heavy CPU passes (restored afterwards).
-
-    On the shared 2-core machine, two threads contending with other processes made the 352x352
-    passes several times slower than one thread.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,6 @@ NO_RESIDUAL = sum(c * c + c + 2 * c for c in (64, 128, 256, 512, 1024))  # 1x1 c
 TINY = {"encoder_channels": (8, 16, 32, 64, 128), "width": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On an oversubscribed CPU, 2 OpenMP threads run these small convs 10-40x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _meta(in_ch: int = 3, out_ch: int = 9, **kw):
     with torch.device("meta"):
         return build_model("mgrad_unet", in_ch, out_ch, **kw)

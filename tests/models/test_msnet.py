@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,6 @@ MSNET_PARAMS = 27_692_329  # NOTES.md section 2: official MSNet without the back
 M2SNET_PARAMS = 27_692_585  # + two shared BatchNorm2d(64) of the fixed filters
 BACKBONE_PARAMS = 23_669_352  # res2net50d features_only == official res2net50_v1b_26w_4s without fc
 UNIT_PARAMS = 64 * 64 * 9 + 64 + 2 * 64  # conv3x3(bias) + BN(64) = 37,056
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread for this module's heavy CPU passes (restored afterwards).
-
-    On the shared 2-core machine, two threads contending with other processes made the 352x352
-    passes several times slower than one thread.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
