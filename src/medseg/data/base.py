@@ -243,9 +243,22 @@ class Reader(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, num_classes={self.num_classes})"
 
+    @staticmethod
+    def config_kwargs(cfg: DataConfig) -> dict[str, Any]:
+        """Constructor arguments every reader takes from the data config (subclasses add their own)."""
+        return {
+            "num_classes": cfg.num_classes,
+            "in_channels": cfg.in_channels,
+            "class_names": cfg.class_names,
+            "train_split": cfg.train_split,
+            "val_split": cfg.val_split,
+            "split_seed": cfg.split_seed,
+            "val_fraction": cfg.val_fraction,
+        }
+
     @classmethod
-    def from_config(cls, cfg: DataConfig) -> Reader:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+    def from_config(cls, cfg: DataConfig) -> Reader:
+        return cls(cfg.root, **cls.config_kwargs(cfg))  # type: ignore[arg-type]
 
 
 def _readers() -> dict[str, type[Reader]]:

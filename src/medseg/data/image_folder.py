@@ -213,14 +213,8 @@ class ImageFolderReader(Reader):
             cfg.root,
             image_dir=cfg.image_dir,
             mask_dir=cfg.mask_dir,
-            num_classes=cfg.num_classes,
-            in_channels=cfg.in_channels,
-            class_names=cfg.class_names,
-            train_split=cfg.train_split,
-            val_split=cfg.val_split,
-            split_seed=cfg.split_seed,
-            val_fraction=cfg.val_fraction,
             test_fraction=cfg.test_fraction,
+            **cls.config_kwargs(cfg),
         )
 
     # -- index --------------------------------------------------------------------------------

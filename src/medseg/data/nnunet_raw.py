@@ -313,13 +313,7 @@ class NnUNetRawReader(Reader):
     def from_config(cls, cfg: DataConfig) -> NnUNetRawReader:
         return cls(
             cfg.root,
-            num_classes=cfg.num_classes,
-            in_channels=cfg.in_channels,
-            class_names=cfg.class_names,
-            train_split=cfg.train_split,
-            val_split=cfg.val_split,
-            split_seed=cfg.split_seed,
-            val_fraction=cfg.val_fraction,
+            **cls.config_kwargs(cfg),
             fractions=(1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction),
             fold=cfg.fold,
         )

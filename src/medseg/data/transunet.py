@@ -44,7 +44,7 @@ from medseg.data.base import Case, Reader, adapt_channels, check_label, read_lis
 from medseg.utils import DataError
 
 if TYPE_CHECKING:
-    from medseg.config import DataConfig
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -213,19 +213,6 @@ class TransUNetReader(Reader):
                 f"{self.root}: empty folder: no .npz/.h5/.npy.h5 files in {', '.join(d or '.' for d in DATA_DIRS)}"
             )
         self._shapes: dict[str, tuple[int, ...]] = {}
-
-    @classmethod
-    def from_config(cls, cfg: DataConfig) -> TransUNetReader:
-        return cls(
-            cfg.root,
-            num_classes=cfg.num_classes,
-            in_channels=cfg.in_channels,
-            class_names=cfg.class_names,
-            train_split=cfg.train_split,
-            val_split=cfg.val_split,
-            split_seed=cfg.split_seed,
-            val_fraction=cfg.val_fraction,
-        )
 
     # -- splits -------------------------------------------------------------------------------
     def _list_path(self, split: str) -> Path | None:
