@@ -52,13 +52,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from scipy.ndimage import find_objects
+
+from medseg.utils import atomic_write_text
 
 from .distance import HD95_METHODS, _directed_sets, _normalize_spacing, distances_from_sets
 from .overlap import overlap_scores
@@ -71,7 +72,6 @@ __all__ = [
     "MODE_POLICIES",
     "evaluate_case",
     "MetricTable",
-    "atomic_write_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -204,26 +204,6 @@ def evaluate_case(
         row["pred_empty"] = pred_empty
         rows.append(row)
     return rows
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def _json_safe(x: Any) -> Any:

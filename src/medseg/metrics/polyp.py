@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from .aggregate import atomic_write_text
+from medseg.utils import atomic_write_text
+
 from .overlap import overlap_scores
 
 __all__ = ["PRANET_THRESHOLDS", "PolypEvaluator", "polyp_markdown", "binarize_gt"]
