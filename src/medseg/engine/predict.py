@@ -199,8 +199,8 @@ def predict_paths(
             if probabilities:
                 np.save(out_dir / f"{stem}_probabilities.npy", probs.astype(np.float16))
         else:
-            from medseg.data.transunet import load_volume_file
             from medseg.data.nnunet_raw import write_array_nifti
+            from medseg.data.transunet import load_volume_file
 
             case = load_volume_file(path, in_channels=predictor.cfg.data.in_channels)
             labels, probs = predictor.predict_case(case)
