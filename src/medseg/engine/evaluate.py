@@ -5,7 +5,8 @@
 - ``volume``: every slice of a volume is predicted in batches, resized back and stacked; the
   metrics are computed on the 3D volume (TransUNet's protocol), in voxels unless
   ``eval.use_spacing`` (then in mm from the volume's spacing).
-- ``polyp``: M2SNet/PraNet's table (mDice, mIoU at 0.5 and over 256 thresholds, Fwβ, Sα, Eφ, MAE).
+- ``polyp``: M2SNet/PraNet's table (mDice, mIoU at 0.5 and over 256 thresholds, Fwβ, Sα, Eφ, MAE) on
+  probability maps min-max normalised per image, as PraNet's and MSNet's test scripts save them.
 - ``auto``: ``volume`` for volume cases, ``polyp`` when the recipe says so, else ``image``.
 
 Outputs go to ``RUN_DIR/eval/<split>-<mode>/``: ``cases.csv`` (per case and class), ``summary.json``
@@ -81,7 +82,7 @@ def evaluate_run(
 
         if dcfg.num_classes != 2:
             raise MedsegError("the polyp protocol is binary: this run has more than two classes")
-        polyp = PolypEvaluator()
+        polyp = PolypEvaluator(minmax=True)  # PraNet and MSNet min-max normalise every probability map
     start = time.perf_counter()
     for cid in ids:
         case = first if cid == ids[0] else reader.load(cid)
