@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
@@ -295,7 +294,8 @@ class TransformerStage(nn.Module):
 
 def drop_path_rates(depths: list[int] | tuple[int, ...], drop_path_rate: float) -> list[list[float]]:
     """Stochastic-depth rates rising linearly from 0 to ``drop_path_rate`` over all blocks, split by stage."""
-    rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist() if sum(depths) else []
+    n = sum(depths)
+    rates = [drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
     out, start = [], 0
     for d in depths:
         out.append(rates[start : start + d])
