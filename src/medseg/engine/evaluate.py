@@ -53,7 +53,6 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s model on ``split`` of ``data`` (default: the training data's root)."""
     from medseg.data.base import build_reader
-    from medseg.metrics import MetricTable, evaluate_case
 
     run_dir = Path(run_dir)
     predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device)
@@ -64,23 +63,48 @@ def evaluate_run(
     split = split or dcfg.test_split
     mode = mode or cfg.eval.mode
     reader = build_reader(dcfg)
-    ids = reader.ids(split)
-    if max_cases:
-        ids = ids[:max_cases]
-    protocol = protocol or cfg.eval.protocol
+    ids = reader.ids(split)[:max_cases] if max_cases else reader.ids(split)
+    out = Path(out_dir) if out_dir else run_dir / "eval" / f"{split}-{mode}"
+    summary = evaluate_split(predictor, reader, ids, split=split, mode=mode, protocol=protocol or cfg.eval.protocol,
+                             out=out, save_predictions=save_predictions)
+    summary.update({"checkpoint": checkpoint, "data": str(dcfg.root)})
+    atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
+    return summary
+
+
+def evaluate_split(
+    predictor: Any,
+    reader: Any,
+    ids: list[str],
+    *,
+    split: str,
+    mode: str,
+    protocol: str,
+    out: Path,
+    save_predictions: bool = False,
+) -> dict[str, Any]:
+    """Predict and score every case of ``ids``; write the tables to ``out``.
+
+    ``predictor`` needs ``cfg`` and ``predict_case(case) -> (labels, probabilities)`` (a
+    :class:`~medseg.engine.predict.Predictor`, or any object that behaves like one).
+    """
+    from medseg.metrics import MetricTable, evaluate_case
+
+    cfg = predictor.cfg
+    num_classes = cfg.data.num_classes
+    if not ids:
+        raise MedsegError(f"split {split!r} is empty")
     first = reader.load(ids[0])
     if protocol == "auto":
         protocol = "volume" if first.is_volume else "image"
     names = class_names_for(cfg, reader)
-    out = Path(out_dir) if out_dir else run_dir / "eval" / f"{split}-{mode}"
     out.mkdir(parents=True, exist_ok=True)
-
     table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel")
     polyp = None
     if protocol == "polyp":
         from medseg.metrics import PolypEvaluator
 
-        if dcfg.num_classes != 2:
+        if num_classes != 2:
             raise MedsegError("the polyp protocol is binary: this run has more than two classes")
         polyp = PolypEvaluator(minmax=True)  # PraNet and MSNet min-max normalise every probability map
     start = time.perf_counter()
@@ -90,19 +114,19 @@ def evaluate_run(
             raise MedsegError(f"case {cid} of split {split!r} has no label: cannot evaluate")
         labels, probs = predictor.predict_case(case)
         spacing = case.spacing if cfg.eval.use_spacing else None
-        rows = evaluate_case(labels, case.label, dcfg.num_classes, spacing=spacing, mode=mode, hd_method=cfg.eval.hd_method)
+        rows = evaluate_case(labels, case.label, num_classes, spacing=spacing, mode=mode, hd_method=cfg.eval.hd_method)
         table.add(cid, rows)
         if polyp is not None:
             polyp.add(cid, probs[0], case.label)
         if save_predictions:
-            _save_prediction(labels, case, out / "predictions", dcfg.num_classes)
+            _save_prediction(labels, case, out / "predictions", num_classes)
     seconds = time.perf_counter() - start
 
     table.to_csv(out / "cases.csv")
     summary = table.summary()
     summary.update({"split": split, "protocol": protocol, "cases": len(ids), "seconds": round(seconds, 2),
-                    "class_names": names, "checkpoint": checkpoint, "data": str(dcfg.root)})
-    markdown = table.to_markdown(names[1:])
+                    "class_names": names})
+    markdown = paper_row_markdown(summary, names) + "\n\n" + table.to_markdown(names[1:])
     if polyp is not None:
         from medseg.metrics import polyp_markdown
 
@@ -112,11 +136,34 @@ def evaluate_run(
         atomic_write_text(out / "polyp.md", pmd + "\n")
         summary["polyp"] = presults
         markdown = pmd + "\n\n" + markdown
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
-    atomic_write_text(out / "table.md", markdown + "\n")
     summary["markdown"] = markdown
     summary["out_dir"] = str(out)
+    atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
+    atomic_write_text(out / "table.md", markdown + "\n")
     return summary
+
+
+def paper_row_markdown(summary: dict[str, Any], names: list[str]) -> str:
+    """The papers' one-row layout: average Dice, HD95 and mIoU, then each class's Dice (in %).
+
+    Synapse tables (TransUNet, MGRAD-UNet, SNet) read "DSC | HD95 | mIoU | Aorta | Gallbladder | ...";
+    ACDC tables read "Average | RV | Myo | LV".
+    """
+
+    def pct(m: dict[str, Any]) -> str:
+        v = m.get("mean")
+        return "-" if v is None or v != v else f"{100 * v:.2f}"
+
+    avg = summary["average"]
+    head = ["Dice (%)", "HD95", "mIoU (%)"] + [f"{n} Dice" for n in names[1:]]
+    hd = avg.get("hd95", {}).get("mean")
+    cells = [pct(avg["dice"]), "-" if hd is None or hd != hd else f"{hd:.2f}", pct(avg.get("iou", {}))]
+    cells += [pct(summary["classes"][str(c)]["dice"]) for c in range(1, len(names)) if str(c) in summary["classes"]]
+    return "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| " + " | ".join(cells) + " |"
+
+
+def _without_markdown(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in ("markdown",)}
 
 
 def _save_prediction(labels: np.ndarray, case: Any, out: Path, num_classes: int) -> None:
