@@ -139,8 +139,8 @@ class Overlays(Callback):
 
 
 def make_run_dir(cfg: Config, out: str | Path | None) -> Path:
-    env = os.environ.get("MEDSEG_RUN_DIR")  # DDP workers re-run the CLI: reuse rank 0's folder
-    if env:
+    env = os.environ.get("MEDSEG_RUN_DIR")
+    if env and os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP worker re-running the CLI: rank 0's folder
         return Path(env)
     if out:
         return Path(out)
@@ -231,10 +231,21 @@ def fit(cfg: Config | None, out: str | Path | None = None, resume: str | Path | 
     else:
         run_dir = make_run_dir(cfg, out)
         ckpt_path = None
-    os.environ["MEDSEG_RUN_DIR"] = str(run_dir)
+    previous = os.environ.get("MEDSEG_RUN_DIR")
+    os.environ["MEDSEG_RUN_DIR"] = str(run_dir)  # inherited by the DDP workers Lightning launches
+    try:
+        return _fit(cfg, run_dir, ckpt_path, resumed=resume is not None)
+    finally:
+        if previous is None:
+            os.environ.pop("MEDSEG_RUN_DIR", None)
+        else:
+            os.environ["MEDSEG_RUN_DIR"] = previous
+
+
+def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
-    if resume is None:
+    if not resumed:
         save_config(cfg, run_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegTask(cfg)
@@ -244,7 +255,7 @@ def fit(cfg: Config | None, out: str | Path | None = None, resume: str | Path | 
     start = time.perf_counter()
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
-        write_train_summary(cfg, run_dir, trainer, task, time.perf_counter() - start, resumed=resume is not None)
+        write_train_summary(cfg, run_dir, trainer, task, time.perf_counter() - start, resumed=resumed)
     return run_dir
 
 
