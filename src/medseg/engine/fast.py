@@ -3,7 +3,7 @@
 Every transformation here is exact up to float rounding (the tests check max |Δlogits| <= 1e-4 for
 every registered model against the plain path):
 
-- **Conv+BN folding.** A ``Conv2d`` that is immediately followed by a ``BatchNorm2d`` in execution
+- **Conv+BN folding.** A ``Conv2d`` (or ungrouped ``ConvTranspose2d``) that is immediately followed by a ``BatchNorm2d`` in execution
   order *inside nn.Sequential containers* (``ConvNormAct`` = Sequential(conv, norm, act); MONAI's
   ``Convolution`` = Sequential(conv, Sequential(norm, dropout, act)) -- nested plain Sequentials are
   flattened) gets the BN's eval affine folded into its weight and bias
@@ -52,9 +52,14 @@ def _leaves(seq: nn.Sequential, seen: set[int]) -> Iterator[tuple[nn.Module, str
             yield seq, name, child
 
 
+def _is_conv(m: nn.Module) -> bool:
+    """A Conv2d, or a ConvTranspose2d without groups (whose folding torch supports exactly)."""
+    return type(m) is nn.Conv2d or (type(m) is nn.ConvTranspose2d and m.groups == 1)
+
+
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
     return (
-        type(conv) is nn.Conv2d
+        _is_conv(conv)
         and isinstance(bn, nn.BatchNorm2d)
         and bn.track_running_stats
         and bn.running_mean is not None
@@ -128,6 +133,7 @@ def _traced_pairs(model: nn.Module, example_input: Tensor) -> list[tuple[nn.Modu
 
     def conv_hook(mod: nn.Module, args: Any, out: Any) -> None:
         conv_out.setdefault(id(mod), []).append(out)
+        counter.uses[id(out)] = 0  # a new object: a count under this id belonged to a freed tensor
 
     def bn_pre(mod: nn.Module, args: Any) -> None:
         bn_in.setdefault(id(mod), []).append(args[0])
@@ -139,7 +145,7 @@ def _traced_pairs(model: nn.Module, example_input: Tensor) -> list[tuple[nn.Modu
 
     mods = {id(m): m for m in model.modules()}
     for m in mods.values():
-        if type(m) is nn.Conv2d:
+        if _is_conv(m):
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.BatchNorm2d):
             handles += [m.register_forward_pre_hook(bn_pre), m.register_forward_hook(bn_post)]
@@ -200,7 +206,8 @@ def _apply_folds(pairs: list[tuple[nn.Module, str, nn.Module, str]], uses: dict[
         conv, bn = getattr(p_conv, n_conv), getattr(p_bn, n_bn)
         if uses.get(id(conv), 0) > 1 or uses.get(id(bn), 0) > 1 or not _foldable(conv, bn):
             continue
-        setattr(p_conv, n_conv, fuse_conv_bn_eval(conv, bn))  # type: ignore[arg-type]
+        fused = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))  # type: ignore[arg-type]
+        setattr(p_conv, n_conv, fused)
         setattr(p_bn, n_bn, nn.Identity())
         folded += 1
     return folded
@@ -279,4 +286,44 @@ def optimize_for_inference(
         if fwd is not None:
             model.forward = fwd  # type: ignore[method-assign]
     model.medseg_fast = True  # type: ignore[assignment]
+    return model
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, x: Tensor, *, var_floor: float = 0.25, seed: int = 0) -> nn.Module:
+    """Give a random model realistic BatchNorm statistics (for equality tests and benchmarks).
+
+    Runs ``model(x)`` once in eval mode; each BatchNorm's running mean / variance become the
+    per-channel statistics of the first input it sees in that pass (so later layers see the already
+    calibrated earlier ones, and every activation is O(1)), the variance floored at ``var_floor`` to
+    keep the network well conditioned; affine weights and biases are jittered (x U(0.8, 1.2),
+    + N(0, 0.1)) so no BN is an identity. Returns the model in eval mode.
+    """
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    done: set[int] = set()
+
+    def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
+        if id(mod) in done:
+            return
+        done.add(id(mod))
+        t = args[0].detach().float()
+        dims = [0] + list(range(2, t.dim()))
+        mod.running_mean.copy_(t.mean(dims))
+        mod.running_var.copy_(t.var(dims, unbiased=False).clamp_min(var_floor))
+        if mod.affine:
+            c = mod.num_features
+            mod.weight.mul_((torch.rand(c, generator=g) * 0.4 + 0.8).to(mod.weight))
+            mod.bias.add_((torch.randn(c, generator=g) * 0.1).to(mod.bias))
+
+    handles = [
+        m.register_forward_pre_hook(pre)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None
+    ]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
     return model
