@@ -118,8 +118,10 @@ def evaluate(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN_DIR/eval/<split>-<mode>).")] = None,
     save_predictions: Annotated[bool, typer.Option(help="Also write the predicted masks / volumes.")] = False,
+    fast: Annotated[bool, typer.Option(help="Fast inference path (Conv+BN folded; same results).")] = True,
+    compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
 ) -> None:
-    """Evaluate a trained run on a split and write per-case CSV, summary JSON and a Markdown table."""
+    """Evaluate a trained run (or an exported .onnx file) on a split: per-case CSV, summary JSON, Markdown table."""
     if mode is not None and mode not in ("paper", "strict"):
         _fail(f"--mode must be 'paper' or 'strict', got {mode!r}")
     if protocol is not None and protocol not in ("auto", "image", "volume", "polyp"):
@@ -128,7 +130,8 @@ def evaluate(
         from medseg.engine.evaluate import evaluate_run
 
         summary = evaluate_run(run_dir, data=data, split=split, mode=mode, protocol=protocol, checkpoint=checkpoint,
-                               device=device, out_dir=out, save_predictions=save_predictions)
+                               device=device, out_dir=out, save_predictions=save_predictions, fast=fast,
+                               compile=compile)
     except _user_error_types() as err:
         _fail(str(err))
     from rich.markdown import Markdown
@@ -140,20 +143,22 @@ def evaluate(
 # ---------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`, or an exported .onnx file.")],
     input: Annotated[Path, typer.Option("--input", help="An image / volume file or a folder of them.")],
     output: Annotated[Path, typer.Option("--output", help="Folder for the predicted masks.")],
     overlay: Annotated[bool, typer.Option(help="Also write image | prediction overlays.")] = False,
     probabilities: Annotated[bool, typer.Option(help="Also write probability maps.")] = False,
     checkpoint: Annotated[str, typer.Option(help="best, last or a .ckpt path.")] = "best",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    fast: Annotated[bool, typer.Option(help="Fast inference path (Conv+BN folded; same results).")] = True,
+    compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
 ) -> None:
     """Predict masks: one PNG per image (same stem, own size) or one NIfTI per volume."""
     try:
         from medseg.engine.predict import predict_paths
 
         written = predict_paths(run_dir, input, output, overlay=overlay, probabilities=probabilities,
-                                checkpoint=checkpoint, device=device)
+                                checkpoint=checkpoint, device=device, fast=fast, compile=compile)
     except _user_error_types() as err:
         _fail(str(err))
     console.print(f"wrote {len(written)} prediction(s) to {output}")
@@ -174,6 +179,95 @@ def models(
         size = "x".join(str(s) for s in row["default_size"])
         table.add_row(row["name"], row["paper"], size, str(row["stride"]), f"{row['params']:,}" if params else "-")
     console.print(table)
+
+
+# ------------------------------------------------------------------------------------------ stats
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    """``352`` or ``352x320`` (H x W); ``None`` keeps each model's default (paper) size."""
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        dims = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        dims = []
+    if len(dims) == 1:
+        dims *= 2
+    if len(dims) != 2 or min(dims) <= 0:
+        _fail(f"--size must be N or HxW (positive integers), got {text!r}")
+    return dims[0], dims[1]
+
+
+@app.command()
+def stats(
+    models: Annotated[list[str] | None, typer.Option("--models", help="Model names (repeat or comma-separate), or all.")] = None,
+    size: Annotated[str | None, typer.Option(help="Input size N or HxW (default: each model's paper size).")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size of the throughput and peak-memory measurement.")] = 4,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    format: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
+    amp: Annotated[str | None, typer.Option(help="Autocast dtype: bf16 or fp16 (default: fp32).")] = None,
+    channels_last: Annotated[bool | None, typer.Option(help="channels_last memory format (default: with the fast path).")] = None,
+    fast: Annotated[bool, typer.Option(help="Measure the fast inference path (else the plain model).")] = True,
+    compile: Annotated[bool, typer.Option(help="Also torch.compile the fast path.")] = False,
+    repeats: Annotated[int, typer.Option(help="Timed forwards per measurement (median).")] = 7,
+    in_channels: Annotated[int | None, typer.Option(help="Input channels (default: the paper's setting).")] = None,
+    out_channels: Annotated[int | None, typer.Option(help="Output channels (default: the paper's setting).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the table to this file.")] = None,
+) -> None:
+    """Parameters, GMACs, latency, throughput, peak memory and GFLOP/s (vs a matrix product) per model."""
+    if format not in ("md", "json"):
+        _fail(f"--format must be md or json, got {format!r}")
+    if batch < 1 or repeats < 1:
+        _fail("--batch and --repeats must be >= 1")
+    hw = _parse_size(size)
+    names = [n.strip() for item in (models or ["all"]) for n in item.split(",") if n.strip()]
+    try:
+        from medseg.models import model_names
+        from medseg.stats import model_stats, resolve_device, stats_table
+        from medseg.utils import atomic_write_text
+
+        valid = model_names()
+        if names == ["all"]:
+            names = valid
+        for n in names:
+            _check_model_name(n)
+        dev = resolve_device(device)
+        rows = []
+        for n in names:
+            err_console.print(f"measuring {n} ...", highlight=False)
+            rows.append(model_stats(n, size=hw, batch=batch, device=dev, in_channels=in_channels,
+                                    out_channels=out_channels, amp=amp, channels_last=channels_last, fast=fast,
+                                    compile=compile, repeats=repeats))
+        text = stats_table(rows, fmt=format)
+        if out is not None:
+            atomic_write_text(out, text)
+    except (*_user_error_types(), ValueError) as err:
+        _fail(str(err))
+    if format == "json":
+        print(text)
+    else:
+        from rich.markdown import Markdown
+
+        console.print(Markdown(text))
+
+
+# ----------------------------------------------------------------------------------------- export
+@export_app.command("onnx")
+def export_onnx_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`.")],
+    out: Annotated[Path, typer.Option(help="The .onnx file to write.")],
+    checkpoint: Annotated[str, typer.Option(help="best, last or a .ckpt path.")] = "best",
+    dynamic: Annotated[bool, typer.Option(help="Free batch size and H, W (multiples of the model's stride).")] = True,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+) -> None:
+    """Export a run's model (logits) to ONNX; `medseg predict FILE.onnx` and `evaluate` accept the file."""
+    try:
+        from medseg.export import export_onnx
+
+        path = export_onnx(run_dir, out, checkpoint=checkpoint, dynamic=dynamic, opset=opset)
+    except _user_error_types() as err:
+        _fail(str(err))
+    console.print(f"wrote {path}")
 
 
 # ------------------------------------------------------------------------------------------- data

@@ -102,6 +102,12 @@ def test_models_lists_registry():
         (["predict", "/does/not/exist", "--input", "x", "--output", "y"], "run folder not found"),
         (["data", "builtin", "nope", "--out", "x"], "unknown built-in"),
         (["evaluate", "x", "--mode", "loose"], "--mode"),
+        (["stats", "--models", "nope"], "unknown model"),
+        (["stats", "--size", "abc"], "--size"),
+        (["stats", "--format", "csv"], "--format"),
+        (["stats", "--models", "unet", "--size", "100"], "nearest valid size is 96x96"),
+        (["export", "onnx", "/does/not/exist", "--out", "x.onnx"], "run folder not found"),
+        (["predict", "/does/not/exist.onnx", "--input", "x", "--output", "y"], "ONNX file not found"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args, needle):
@@ -109,3 +115,60 @@ def test_user_errors_are_one_line_exit_2(args, needle):
     assert res.exit_code == 2, res.output
     assert needle in res.output
     assert "Traceback" not in res.output
+
+
+def test_predict_and_evaluate_fast_path_equal_plain_path(run_dir, ct_data, tmp_path):
+    """--no-fast (the model as built) writes the same masks and metrics as the default fast path."""
+    src = ct_data / "images"
+    outs = {}
+    for flag in ("--fast", "--no-fast"):
+        out = tmp_path / flag
+        res = runner.invoke(app, ["predict", str(run_dir), "--input", str(src), "--output", str(out), flag])
+        assert res.exit_code == 0, res.output
+        outs[flag] = {p.name: np.array(Image.open(p)) for p in sorted(out.glob("*.png"))}
+    assert outs["--fast"].keys() == outs["--no-fast"].keys() and len(outs["--fast"]) == 24
+    differing = sum(int((outs["--fast"][k] != outs["--no-fast"][k]).sum()) for k in outs["--fast"])
+    assert differing <= 5  # argmax ties at float rounding only (logits equal to 1e-4)
+    dices = []
+    for flag in ("--fast", "--no-fast"):
+        out = tmp_path / f"eval{flag}"
+        res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(ct_data), "--split", "test", "--out", str(out), flag])
+        assert res.exit_code == 0, res.output
+        dices.append(json.loads((out / "summary.json").read_text())["average"]["dice"]["mean"])
+    assert dices[0] == pytest.approx(dices[1], abs=1e-3)
+
+
+def test_stats_cli_table_and_json(tmp_path):
+    out = tmp_path / "stats.md"
+    args = ["stats", "--models", "unet", "--size", "64", "--batch", "2", "--repeats", "2", "--out", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert text.startswith("| model |") and "| unet | 64x64 | 3→1 | 31,113,217 |" in text
+    res = runner.invoke(app, args[:-2] + ["--format", "json", "--no-fast"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout[res.stdout.index("["):])[0]
+    assert row["model"] == "unet" and row["fast"] is False and row["size"] == [64, 64]
+    assert row["params_trainable"] == 31_113_217 and row["gmacs"] > 0 and row["latency_ms"] > 0
+
+
+def test_export_onnx_then_predict_and_evaluate_with_the_file(run_dir, ct_data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    onnx_file = tmp_path / "model.onnx"
+    res = runner.invoke(app, ["export", "onnx", str(run_dir), "--out", str(onnx_file)])
+    assert res.exit_code == 0, res.output
+    assert onnx_file.is_file()
+    src = ct_data / "images"
+    masks = {}
+    for source in (run_dir, onnx_file):
+        out = tmp_path / f"pred-{source.name}"
+        res = runner.invoke(app, ["predict", str(source), "--input", str(src), "--output", str(out)])
+        assert res.exit_code == 0, res.output
+        masks[source.name] = {p.name: np.array(Image.open(p)) for p in sorted(out.glob("*.png"))}
+    a, b = masks[run_dir.name], masks[onnx_file.name]
+    assert a.keys() == b.keys() and len(a) == 24
+    assert sum(int((a[k] != b[k]).sum()) for k in a) <= 5
+    res = runner.invoke(app, ["evaluate", str(onnx_file), "--data", str(ct_data), "--split", "test"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "model-eval" / "test-paper" / "summary.json").is_file()

@@ -50,12 +50,18 @@ def evaluate_run(
     out_dir: str | Path | None = None,
     save_predictions: bool = False,
     max_cases: int | None = None,
+    fast: bool = True,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``run_dir``'s model on ``split`` of ``data`` (default: the training data's root)."""
+    """Evaluate ``run_dir``'s model on ``split`` of ``data`` (default: the training data's root).
+
+    ``run_dir`` is a run folder or an exported ``.onnx`` file (whose default output folder is
+    ``<file without .onnx>-eval/``); ``fast`` / ``compile`` as in :class:`~medseg.engine.predict.Predictor`.
+    """
     from medseg.data.base import build_reader
 
     run_dir = Path(run_dir)
-    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device)
+    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile)
     cfg = predictor.cfg
     dcfg = cfg.data.model_copy(update={"root": str(data)}) if data else cfg.data
     if not dcfg.root or not Path(dcfg.root).exists():
@@ -64,7 +70,8 @@ def evaluate_run(
     mode = mode or cfg.eval.mode
     reader = build_reader(dcfg)
     ids = reader.ids(split)[:max_cases] if max_cases else reader.ids(split)
-    out = Path(out_dir) if out_dir else run_dir / "eval" / f"{split}-{mode}"
+    base = run_dir.with_name(run_dir.stem + "-eval") if run_dir.is_file() else run_dir / "eval"
+    out = Path(out_dir) if out_dir else base / f"{split}-{mode}"
     summary = evaluate_split(predictor, reader, ids, split=split, mode=mode, protocol=protocol or cfg.eval.protocol,
                              out=out, save_predictions=save_predictions)
     summary.update({"checkpoint": checkpoint, "data": str(dcfg.root)})

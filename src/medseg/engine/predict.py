@@ -46,20 +46,48 @@ def without_pretrained(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 class Predictor:
-    """A trained model plus the pre-processing it was trained with."""
+    """A trained model plus the pre-processing it was trained with.
 
-    def __init__(self, model: nn.Module, cfg: Config, device: str | torch.device = "cpu", batch_size: int | None = None) -> None:
+    ``fast=True`` (the default) runs the model through :func:`medseg.engine.fast.optimize_for_inference`
+    before the first batch: Conv+BN folded (traced on that batch, so hand-wired pairs fold too),
+    channels_last (measured 4-6 % faster on a 2-core CPU for MSNet and SNet, and the layout cuDNN
+    prefers under AMP), and ``torch.compile`` with ``compile=True``. The results equal the plain
+    path (tests: max |Δlogits| <= 1e-4 for every registered model). ``fast=False`` keeps the model as built.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: Config,
+        device: str | torch.device = "cpu",
+        batch_size: int | None = None,
+        *,
+        fast: bool = True,
+        channels_last: bool = True,
+        compile: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size or cfg.eval.batch_size
         self.feedback_iters = cfg.eval.feedback_iters
         self.num_classes = cfg.data.num_classes
+        self.fast = fast
+        self.channels_last = channels_last
+        self.compile = compile
+        self._optimized = not fast or bool(getattr(model, "medseg_fast", False))
         self._transform = None
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Predictor:
+        """A run folder's checkpoint, or an exported ``.onnx`` file (run by onnxruntime on the CPU)."""
         run_dir = Path(run_dir)
+        if run_dir.suffix.lower() == ".onnx":
+            from medseg.export import OnnxModel
+
+            runner = OnnxModel(run_dir)
+            kwargs["fast"] = False  # onnxruntime optimises the graph itself
+            return cls(runner.as_module(), runner.cfg, device="cpu", **kwargs)
         if not run_dir.is_dir():
             raise MedsegError(f"run folder not found: {run_dir}")
         ckpt = load_checkpoint(find_checkpoint(run_dir, checkpoint))
@@ -86,6 +114,8 @@ class Predictor:
     def logits(self, x: Tensor) -> Tensor:
         """Raw logits for a normalised batch; MGRAD-UNet may run feedback passes at test time."""
         x = x.to(self.device)
+        if not self._optimized:
+            self._optimize(x[:1])
         if self.feedback_iters > 1:
             feedback = None
             for _ in range(self.feedback_iters):
@@ -93,6 +123,15 @@ class Predictor:
                 feedback = out.extras.get("feedback")
             return out.logits.float()
         return self.model(x).logits.float()
+
+    def _optimize(self, example: Tensor) -> None:
+        from medseg.engine.fast import optimize_for_inference
+
+        self._optimized = True
+        if next(self.model.parameters(), None) is None:  # e.g. an onnxruntime session behind a module
+            return
+        optimize_for_inference(self.model, channels_last=self.channels_last, fold_bn=True, compile=self.compile,
+                               example_input=example)
 
     @staticmethod
     def to_probabilities(logits: Tensor) -> Tensor:
@@ -166,11 +205,16 @@ def predict_paths(
     probabilities: bool = False,
     checkpoint: str = "best",
     device: str = "cpu",
+    fast: bool = True,
+    compile: bool = False,
 ) -> list[Path]:
-    """Predict every image / volume under ``inputs``; write one mask per input with the same stem."""
+    """Predict every image / volume under ``inputs``; write one mask per input with the same stem.
+
+    ``run_dir`` is a run folder or an exported ``.onnx`` file; ``fast`` / ``compile`` as in :class:`Predictor`.
+    """
     from medseg.engine.visualize import overlay_panel, save_png
 
-    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device)
+    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile)
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = predictor.num_classes
