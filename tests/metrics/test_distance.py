@@ -214,3 +214,49 @@ def test_monai_and_medpy_definitions_differ() -> None:
     mb = pytest.importorskip("medpy.metric.binary")
     assert medpy_v == pytest.approx(mb.hd95(p, g), abs=1e-6)
     assert monai_v == pytest.approx(_monai_hd95(p, g, None), rel=1e-5)
+
+
+def test_border_coords_by_hand() -> None:
+    from medseg.metrics.distance import border_coords
+
+    lab = np.array(
+        [
+            [0, 0, 0, 0, 0],
+            [0, 1, 1, 1, 0],
+            [0, 1, 1, 1, 2],
+            [0, 1, 1, 1, 2],
+            [0, 0, 0, 0, 2],
+        ]
+    )
+    b1, b2, b3 = border_coords(lab, 4)
+    # class 1: the 3x3 block minus its centre (2, 2), whose four face-neighbours are all 1
+    assert b1.tolist() == [[1, 1], [1, 2], [1, 3], [2, 1], [2, 3], [3, 1], [3, 2], [3, 3]]
+    # class 2 lies on the array edge: every voxel is border; class 3 is absent
+    assert b2.tolist() == [[2, 4], [3, 4], [4, 4]]
+    assert b3.shape == (0, 2)
+
+
+def test_multiclass_case_agrees_with_medpy_per_class() -> None:
+    """evaluate_case's one-pass borders of a label map give medpy's per-class HD95 / ASD / ASSD."""
+    mb = pytest.importorskip("medpy.metric.binary")
+    from medseg.metrics import evaluate_case
+
+    rng = np.random.default_rng(7)
+    for shape, spacing in (((40, 48), None), ((6, 30, 34), (3.0, 0.8, 0.7))):
+        gt = np.zeros(shape, dtype=np.int64)
+        pred = np.zeros(shape, dtype=np.int64)
+        for c in (1, 2, 3):  # overlapping random boxes: classes touch each other and the edges
+            for lab in (gt, pred):
+                lo = [int(rng.integers(0, s - 3)) for s in shape]
+                hi = [int(rng.integers(a + 2, s + 1)) for a, s in zip(lo, shape)]
+                lab[tuple(slice(a, b) for a, b in zip(lo, hi))] = c
+        pred[rng.random(shape) < 0.01] = 2  # specks far from the organ
+        rows = evaluate_case(pred, gt, 4, spacing=spacing, metrics=("dice", "hd95", "asd", "assd"))
+        for row in rows:
+            p, g = pred == row["class"], gt == row["class"]
+            if not p.any() or not g.any():
+                continue
+            assert row["dice"] == pytest.approx(mb.dc(p, g), abs=1e-12)
+            assert row["hd95"] == pytest.approx(mb.hd95(p, g, voxelspacing=spacing), abs=1e-6)
+            assert row["asd"] == pytest.approx(mb.asd(p, g, voxelspacing=spacing), abs=1e-6)
+            assert row["assd"] == pytest.approx(mb.assd(p, g, voxelspacing=spacing), abs=1e-6)

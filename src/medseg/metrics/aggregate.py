@@ -57,11 +57,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from scipy.ndimage import find_objects
 
 from medseg.utils import atomic_write_text
 
-from .distance import HD95_METHODS, _directed_sets, _normalize_spacing, distances_from_sets
+from .distance import HD95_METHODS, _normalize_spacing, border_coords, directed_distances, distances_from_sets
 from .overlap import overlap_scores
 
 __all__ = [
@@ -121,14 +120,6 @@ def _as_labels(x: np.ndarray, num_classes: int, name: str) -> np.ndarray:
     return a
 
 
-def _merge_boxes(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
-
-
 def evaluate_case(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -165,29 +156,30 @@ def evaluate_case(
     dist_names = [m for m in metrics if m in DISTANCE_METRICS]
     total = int(p_lab.size)
 
-    # One pass per label map gives every class's bounding box; each class is then scored on the
-    # crop of the union of its two boxes (outside it both masks are background: true negatives).
-    p_boxes = find_objects(p_lab, max_label=num_classes - 1)
-    g_boxes = find_objects(g_lab, max_label=num_classes - 1)
+    # One confusion matrix gives every class's counts; one border pass per label map gives every
+    # class's surface (only when a distance is asked for and some class needs one).
+    k = num_classes
+    cm = np.bincount(p_lab.ravel().astype(np.int64) * k + g_lab.ravel(), minlength=k * k).reshape(k, k)
+    borders: tuple[list[np.ndarray], list[np.ndarray]] | None = None
 
     rows: list[dict[str, Any]] = []
     for c in range(1, num_classes):
-        box = _merge_boxes(p_boxes[c - 1], g_boxes[c - 1])
-        if box is None:
-            p = g = np.zeros((0,) * p_lab.ndim, dtype=bool)
-        else:
-            p = p_lab[box] == c
-            g = g_lab[box] == c
-        tp = int(np.count_nonzero(p & g))
-        n_p = int(np.count_nonzero(p))
-        n_g = int(np.count_nonzero(g))
+        tp = int(cm[c, c])
+        n_p = int(cm[c].sum())
+        n_g = int(cm[:, c].sum())
         fp, fn = n_p - tp, n_g - tp
         tn = total - tp - fp - fn
         pred_empty, gt_empty = n_p == 0, n_g == 0
         scores = overlap_scores(tp, fp, fn, tn)
 
         if not pred_empty and not gt_empty:
-            dists = distances_from_sets(*_directed_sets(p, g, sp), hd_method=hd_method, metrics=dist_names)
+            if dist_names and borders is None:
+                borders = border_coords(p_lab, k), border_coords(g_lab, k)
+            dists = (
+                distances_from_sets(*directed_distances(borders[0][c - 1], borders[1][c - 1], sp),
+                                    hd_method=hd_method, metrics=dist_names)
+                if dist_names else {}
+            )
         elif mode == "paper":
             fill = 1.0 if gt_empty and not pred_empty else 0.0
             scores["dice"] = scores["iou"] = fill
