@@ -118,7 +118,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN_DIR/eval/<split>-<mode>).")] = None,
     save_predictions: Annotated[bool, typer.Option(help="Also write the predicted masks / volumes.")] = False,
-    fast: Annotated[bool, typer.Option(help="Fast inference path (Conv+BN folded; same results).")] = True,
+    fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
 ) -> None:
     """Evaluate a trained run (or an exported .onnx file) on a split: per-case CSV, summary JSON, Markdown table."""
@@ -150,7 +150,7 @@ def predict(
     probabilities: Annotated[bool, typer.Option(help="Also write probability maps.")] = False,
     checkpoint: Annotated[str, typer.Option(help="best, last or a .ckpt path.")] = "best",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    fast: Annotated[bool, typer.Option(help="Fast inference path (Conv+BN folded; same results).")] = True,
+    fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
 ) -> None:
     """Predict masks: one PNG per image (same stem, own size) or one NIfTI per volume."""

@@ -50,7 +50,7 @@ def evaluate_run(
     out_dir: str | Path | None = None,
     save_predictions: bool = False,
     max_cases: int | None = None,
-    fast: bool = True,
+    fast: bool | None = None,
     compile: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s model on ``split`` of ``data`` (default: the training data's root).

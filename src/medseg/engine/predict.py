@@ -48,7 +48,7 @@ def without_pretrained(kwargs: dict[str, Any]) -> dict[str, Any]:
 class Predictor:
     """A trained model plus the pre-processing it was trained with.
 
-    ``fast=True`` (the default) runs the model through :func:`medseg.engine.fast.optimize_for_inference`
+    ``fast=True`` (default: the config's ``eval.fast``, itself true by default) runs the model through :func:`medseg.engine.fast.optimize_for_inference`
     before the first batch: Conv+BN folded (traced on that batch, so hand-wired pairs fold too),
     channels_last (measured 4-6 % faster on a 2-core CPU for MSNet and SNet, and the layout cuDNN
     prefers under AMP), and ``torch.compile`` with ``compile=True``. The results equal the plain
@@ -62,7 +62,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         batch_size: int | None = None,
         *,
-        fast: bool = True,
+        fast: bool | None = None,
         channels_last: bool = True,
         compile: bool = False,
     ) -> None:
@@ -72,10 +72,10 @@ class Predictor:
         self.batch_size = batch_size or cfg.eval.batch_size
         self.feedback_iters = cfg.eval.feedback_iters
         self.num_classes = cfg.data.num_classes
-        self.fast = fast
+        self.fast = cfg.eval.fast if fast is None else fast
         self.channels_last = channels_last
         self.compile = compile
-        self._optimized = not fast or bool(getattr(model, "medseg_fast", False))
+        self._optimized = not self.fast or bool(getattr(model, "medseg_fast", False))
         self._transform = None
 
     @classmethod
@@ -137,6 +137,20 @@ class Predictor:
     def to_probabilities(logits: Tensor) -> Tensor:
         return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
+    @torch.inference_mode()
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Class probabilities of a normalised batch; with ``eval.tta`` the mean over the four mirrorings
+        (none, W, H, both), each flipped back -- nnU-Net's mirroring test-time augmentation in 2D."""
+        if not self.cfg.eval.tta:
+            return self.to_probabilities(self.logits(x))
+        total = None
+        for dims in ((), (3,), (2,), (2, 3)):
+            xi = x.flip(dims) if dims else x
+            p = self.to_probabilities(self.logits(xi))
+            p = p.flip(dims) if dims else p
+            total = p if total is None else total + p
+        return total / 4
+
     @staticmethod
     def to_labels(probs: Tensor) -> Tensor:
         return (probs[:, 0] > 0.5).long() if probs.shape[1] == 1 else probs.argmax(1)
@@ -150,7 +164,7 @@ class Predictor:
         """2D images [C, H, W] -> (labels [H, W] int64, probabilities [K', H, W] float32) at each own size."""
         results: list[tuple[np.ndarray, np.ndarray]] = []
         for start, batch in self._batches(images):
-            probs = self.to_probabilities(self.logits(batch))
+            probs = self.probabilities(batch)
             for j in range(probs.shape[0]):
                 size = tuple(images[start + j].shape[-2:])
                 p = F.interpolate(probs[j : j + 1], size=size, mode="bilinear", align_corners=False)
@@ -205,7 +219,7 @@ def predict_paths(
     probabilities: bool = False,
     checkpoint: str = "best",
     device: str = "cpu",
-    fast: bool = True,
+    fast: bool | None = None,
     compile: bool = False,
 ) -> list[Path]:
     """Predict every image / volume under ``inputs``; write one mask per input with the same stem.

@@ -212,8 +212,16 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
     )
 
 
-def fit(cfg: Config | None, out: str | Path | None = None, resume: str | Path | None = None) -> Path:
-    """Train ``cfg`` into a run folder, or continue the run in ``resume`` (then ``cfg`` is ignored)."""
+def fit(
+    cfg: Config | None,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    callbacks: list[Callback] | None = None,
+) -> Path:
+    """Train ``cfg`` into a run folder, or continue the run in ``resume`` (then ``cfg`` is ignored).
+
+    ``callbacks``: extra Lightning callbacks (e.g. timers), added after medseg's own.
+    """
     quiet_lightning()
     if resume is not None:
         run_dir = Path(resume)
@@ -234,7 +242,7 @@ def fit(cfg: Config | None, out: str | Path | None = None, resume: str | Path | 
     previous = os.environ.get("MEDSEG_RUN_DIR")
     os.environ["MEDSEG_RUN_DIR"] = str(run_dir)  # inherited by the DDP workers Lightning launches
     try:
-        return _fit(cfg, run_dir, ckpt_path, resumed=resume is not None)
+        return _fit(cfg, run_dir, ckpt_path, resumed=resume is not None, callbacks=callbacks)
     finally:
         if previous is None:
             os.environ.pop("MEDSEG_RUN_DIR", None)
@@ -242,7 +250,8 @@ def fit(cfg: Config | None, out: str | Path | None = None, resume: str | Path | 
             os.environ["MEDSEG_RUN_DIR"] = previous
 
 
-def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool) -> Path:
+def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
+         callbacks: list[Callback] | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
     if not resumed:
@@ -251,7 +260,7 @@ def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool) -> Pa
     task = SegTask(cfg)
     dm = SegDataModule(cfg)
     dm.setup("fit")
-    trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None)
+    trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None, callbacks=callbacks)
     start = time.perf_counter()
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     if trainer.is_global_zero:

@@ -1,0 +1,56 @@
+"""Predictor: the fast path follows eval.fast, and eval.tta averages the four mirrorings."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medseg.config import load_config
+from medseg.engine.predict import Predictor
+from medseg.models import SegOutput, build_model
+
+
+class _Ramp(nn.Module):
+    """logits = x * r with r a fixed ramp over H and W: not mirror-symmetric, so TTA changes the output."""
+
+    def __init__(self, h: int, w: int) -> None:
+        super().__init__()
+        r = torch.arange(h, dtype=torch.float32)[:, None] * 0.3 - torch.arange(w, dtype=torch.float32)[None, :] * 0.2
+        self.register_buffer("r", r[None, None])
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        return SegOutput(x[:, :1] * self.r)
+
+
+def test_tta_is_the_mean_of_the_four_mirrorings():
+    cfg = load_config("quickstart", ["eval.tta=true", "data.num_classes=2"])
+    x = torch.randn(2, 1, 4, 6)
+    p = Predictor(_Ramp(4, 6), cfg).probabilities(x)
+    r = _Ramp(4, 6).r
+    expected = (torch.sigmoid(x * r) + torch.sigmoid(x * r.flip(3)) + torch.sigmoid(x * r.flip(2))
+                + torch.sigmoid(x * r.flip((2, 3)))) / 4
+    assert torch.allclose(p, expected, atol=1e-6)
+    plain = Predictor(_Ramp(4, 6), load_config("quickstart", ["data.num_classes=2"])).probabilities(x)
+    assert torch.allclose(plain, torch.sigmoid(x * r)) and not torch.allclose(plain, p)
+
+
+def _bn_count(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_fast_path_follows_eval_fast_and_equals_the_plain_path():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 32, 32)
+    outs = {}
+    for fast in (True, False):
+        cfg = load_config("quickstart", [f"eval.fast={str(fast).lower()}"])
+        torch.manual_seed(0)
+        model = build_model("unet", in_channels=1, out_channels=7, features=(4, 8, 8, 16, 16, 4))
+        n_bn = _bn_count(model)
+        pred = Predictor(model, cfg)
+        assert pred.fast is fast
+        outs[fast] = pred.logits(x)
+        assert (_bn_count(pred.model) < n_bn) is fast  # folded only on the fast path
+    assert (outs[True] - outs[False]).abs().max().item() <= 1e-4
+    cfg = load_config("quickstart", ["eval.fast=true"])
+    assert Predictor(build_model("unet", in_channels=1, out_channels=7), cfg, fast=False).fast is False
