@@ -174,9 +174,9 @@ def matmul_gflops(n: int = 2048, device: str | torch.device = "cpu", *, dtype: t
                   warmup: int = 1, repeats: int = 5) -> float:
     """GFLOP/s (2 n^3 / time, median) of an ``n x n`` matrix product: the device's practical peak."""
     dev = torch.device(device)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g, dtype=torch.float32).to(dev, dtype)
-    b = torch.randn(n, n, generator=g, dtype=torch.float32).to(dev, dtype)
+    g = torch.Generator(device=dev).manual_seed(0)
+    a = torch.randn(n, n, generator=g, device=dev, dtype=torch.float32).to(dtype)
+    b = torch.randn(n, n, generator=g, device=dev, dtype=torch.float32).to(dtype)
     with torch.inference_mode():
         times = _timed(lambda: torch.mm(a, b), dev, warmup, repeats)
     return 2.0 * n**3 / statistics.median(times) / 1e9
@@ -262,7 +262,7 @@ def model_stats(
     *,
     model_kwargs: dict[str, Any] | None = None,
     matmul_gflops_ref: float | None = None,
-    matmul_n: int = 2048,
+    matmul_n: int | None = None,
     compile: bool = False,
     memory: bool = True,
     seed: int = 0,
@@ -282,7 +282,8 @@ def model_stats(
         warmup, repeats: forwards before / for the timings (throughput uses about half the repeats).
         matmul_gflops_ref: a matrix-product rate timed already in this run; ``None`` (default) times one
             right before this model's timings (on a shared machine the load drifts between models).
-        matmul_n: matrix size of that reference.
+        matmul_n: matrix size of that reference (default 2048 on the CPU, 8192 on CUDA); it runs in the
+            autocast dtype when ``amp`` is set (a bf16 model against a bf16 product), else fp32.
         compile: also ``torch.compile`` the fast path (where it works).
         memory: measure peak memory (one extra batch-``B`` forward).
         seed: seed of the weights and inputs.
@@ -341,8 +342,10 @@ def model_stats(
     if memory:
         peak_mb, peak_note = _peak_memory_mb(run(xb), dev, weights_bytes)
     macs = count_macs(model, x1)
+    matmul_n = matmul_n or (8192 if dev.type == "cuda" else 2048)
+    matmul_dtype = _AMP_DTYPES[amp] if amp else torch.float32
     if matmul_gflops_ref is None:  # timed next to the model, so that both see the same machine load
-        matmul_gflops_ref = matmul_gflops(matmul_n, dev)
+        matmul_gflops_ref = matmul_gflops(matmul_n, dev, dtype=matmul_dtype)
     lat = _timed(run(x1), dev, warmup, repeats)
     thr = _timed(run(xb), dev, 1, max(2, (repeats + 1) // 2))
     latency = statistics.median(lat)
@@ -372,6 +375,7 @@ def model_stats(
         "gflops": achieved,
         "matmul_gflops": matmul_gflops_ref,
         "matmul_n": matmul_n,
+        "matmul_dtype": str(matmul_dtype).removeprefix("torch."),
         "matmul_ratio": achieved / matmul_gflops_ref if matmul_gflops_ref else math.nan,
         "paper_kind": paper.get("kind"),
         "paper_params": paper.get("params"),
@@ -442,7 +446,8 @@ def stats_table(rows: Sequence[dict[str, Any]], fmt: str = "md") -> str:
     if rows:
         r0 = rows[0]
         settings = (
-            f"{r0.get('device_name') or r0['device']}; matmul: fp32 {r0.get('matmul_n')}x{r0.get('matmul_n')} "
+            f"{r0.get('device_name') or r0['device']}; matmul: {r0.get('matmul_dtype', 'float32')} "
+            f"{r0.get('matmul_n')}x{r0.get('matmul_n')} "
             f"product timed before each model; amp {r0['amp'] or 'off'}; channels_last {r0['channels_last']}; "
             f"{'fast path' if r0['fast'] else 'plain model'}{'; torch.compile' if r0.get('compile') else ''}"
         )
