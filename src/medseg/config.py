@@ -176,6 +176,10 @@ class EvalConfig(_Strict):
     use_spacing: bool = False
     batch_size: int = 16
     feedback_iters: int = 1  # MGRAD-UNet: >1 feeds the decoders' difference back at test time
+    # How predictions at the training size return to each image's own size: "probabilities" (bilinear,
+    # then threshold/argmax; MSNet's and PraNet's test scripts) or "labels" (argmax at the training size,
+    # then nearest-neighbour zoom, order 0: TransUNet's test_single_volume, used by the Synapse/ACDC recipes)
+    resize_back: Literal["probabilities", "labels"] = "probabilities"
     tta: bool = False  # mean probabilities over the four mirrorings (none, W, H, both)
     fast: bool = True  # Conv+BN folding + channels_last before inference (same results)
 

@@ -73,3 +73,20 @@ def test_volume_metrics_equal_hand_values(tmp_path, mode):
     md = (tmp_path / "eval" / "table.md").read_text()
     assert md.splitlines()[0].startswith("| Dice (%) | HD95 | mIoU (%) | cube Dice | small Dice |")
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["cases"] == 1
+
+
+def test_save_predictions_writes_the_predicted_volume_as_nifti(tmp_path):
+    import nibabel as nib
+
+    from medseg.data.nnunet_raw import to_nifti_array
+
+    lab = _synapse_layout(tmp_path / "Synapse")
+    cfg = Config.model_validate({"data": {"format": "transunet", "root": str(tmp_path / "Synapse"), "num_classes": 3}})
+    reader = build_reader(cfg.data)
+    evaluate_split(KnownPredictor(cfg), reader, ["case0001"], split="test_vol", mode="paper", protocol="auto",
+                   out=tmp_path / "eval", save_predictions=True)
+    img = nib.load(tmp_path / "eval" / "predictions" / "case0001.nii.gz")
+    expected, _ = KnownPredictor(cfg).predict_case(reader.load("case0001"))
+    assert img.shape == to_nifti_array(lab).shape
+    np.testing.assert_array_equal(np.asarray(img.dataobj), to_nifti_array(expected))
+    assert set(np.unique(np.asarray(img.dataobj))) == {0, 1}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,3 +57,44 @@ def test_fast_path_follows_eval_fast_and_equals_the_plain_path():
     assert (outs[True] - outs[False]).abs().max().item() <= 1e-4
     cfg = load_config("quickstart", ["eval.fast=true"])
     assert Predictor(build_model("unet", in_channels=1, out_channels=7), cfg, fast=False).fast is False
+
+
+def test_resize_back_labels_is_transunets_argmax_then_order0_zoom():
+    from medseg.engine.predict import zoom_labels
+
+    lab = np.array([[0, 1], [2, 3]])
+    assert zoom_labels(lab, (4, 4)).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    assert zoom_labels(lab, (2, 2)) is lab
+    # through the Predictor: labels at the training size (argmax), then the zoom; probabilities bilinear
+    torch.manual_seed(0)
+    model = build_model("unet", in_channels=1, out_channels=7, features=(4, 8, 8, 16, 16, 4))
+    image = np.random.default_rng(0).random((1, 50, 70)).astype(np.float32)
+    outs = {}
+    for mode in ("labels", "probabilities"):
+        cfg = load_config("quickstart", [f"eval.resize_back={mode}", "data.size=[32,32]"])
+        pred = Predictor(copy.deepcopy(model), cfg)
+        outs[mode] = pred.predict_images([image])[0]
+        x = pred.preprocess(image)[None]
+        small = pred.probabilities(x).argmax(1)[0].numpy()
+    assert outs["labels"][0].shape == (50, 70)
+    assert np.array_equal(outs["labels"][0], zoom_labels(small, (50, 70)))
+    assert np.allclose(outs["labels"][1], outs["probabilities"][1], atol=1e-5)  # same probability maps
+
+
+def test_predictor_runs_mgrad_feedback_passes_at_test_time():
+    torch.manual_seed(0)
+    model = build_model("mgrad_unet", in_channels=1, out_channels=4, encoder_channels=(4, 8, 8, 16, 16), width=4)
+    x = torch.randn(1, 1, 32, 32)
+    model.eval()
+    with torch.inference_mode():
+        one = model(x).logits
+        feedback = None
+        for _ in range(3):
+            out = model(x, feedback=feedback)
+            feedback = out.extras["feedback"]
+        three = out.logits
+    for iters, ref in ((1, one), (3, three)):
+        cfg = load_config("mgrad_unet_acdc", [f"eval.feedback_iters={iters}"])
+        got = Predictor(copy.deepcopy(model), cfg, fast=False).logits(x)
+        assert torch.allclose(got, ref, atol=1e-6)
+    assert not torch.allclose(one, three)

@@ -97,6 +97,7 @@ def test_binary_task_and_bool_inputs() -> None:
         "iou",
         "hd95",
         "asd",
+        "assd",
         "precision",
         "recall",
         "specificity",

@@ -168,7 +168,11 @@ class Predictor:
             for j in range(probs.shape[0]):
                 size = tuple(images[start + j].shape[-2:])
                 p = F.interpolate(probs[j : j + 1], size=size, mode="bilinear", align_corners=False)
-                results.append((self.to_labels(p)[0].cpu().numpy(), p[0].cpu().numpy()))
+                if self.cfg.eval.resize_back == "labels":
+                    labels = zoom_labels(self.to_labels(probs[j : j + 1])[0].cpu().numpy(), size)
+                else:
+                    labels = self.to_labels(p)[0].cpu().numpy()
+                results.append((labels, p[0].cpu().numpy()))
         return results
 
     def predict_volume(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +185,20 @@ class Predictor:
         if case.image.ndim == 4:
             return self.predict_volume(case.image)
         return self.predict_images([case.image])[0]
+
+
+def zoom_labels(labels: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """A label map zoomed to ``size`` with ``scipy.ndimage.zoom(order=0)``, as TransUNet's
+    ``test_single_volume`` brings its argmax back to the slice's own size."""
+    if tuple(labels.shape) == tuple(size):
+        return labels
+    from scipy.ndimage import zoom
+
+    factors = [s / n for s, n in zip(size, labels.shape)]
+    out = zoom(labels, factors, order=0)
+    if out.shape != tuple(size):  # zoom rounds the output shape; never off for these factors, but be exact
+        raise RuntimeError(f"zoom gave {out.shape}, expected {tuple(size)}")
+    return out
 
 
 # -- writing predictions ------------------------------------------------------------------------

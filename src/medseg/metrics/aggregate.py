@@ -78,7 +78,9 @@ logger = logging.getLogger(__name__)
 MODES = ("paper", "strict")
 OVERLAP_METRICS = ("dice", "iou", "precision", "recall", "specificity")
 DISTANCE_METRICS = ("hd95", "hd", "asd", "assd")
-DEFAULT_METRICS = ("dice", "iou", "hd95", "asd", "precision", "recall", "specificity")
+# "asd" is directed (pred -> gt, medpy's asd); "assd" symmetric (medpy's assd): the "ASD" column of
+# CASCADE / MGRAD-UNet's ACDC tables is medpy's assd (NOTES §5.1), so both are reported.
+DEFAULT_METRICS = ("dice", "iou", "hd95", "asd", "assd", "precision", "recall", "specificity")
 #: Human-readable empty-mask policy of each mode, recorded in every summary.
 MODE_POLICIES = {
     "paper": (
