@@ -73,3 +73,27 @@ def test_volume_metrics_equal_hand_values(tmp_path, mode):
     md = (tmp_path / "eval" / "table.md").read_text()
     assert md.splitlines()[0].startswith("| Dice (%) | HD95 | mIoU (%) | cube Dice | small Dice |")
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["cases"] == 1
+
+
+def test_label_groups_appear_in_every_table(tmp_path):
+    """eval.label_groups: the union cube ∪ small is one more class in cases.csv, summary.json, table.md."""
+    _synapse_layout(tmp_path / "Synapse")
+    cfg = Config.model_validate({"data": {"format": "transunet", "root": str(tmp_path / "Synapse"), "num_classes": 3,
+                                          "class_names": ["background", "cube", "small"]},
+                                 "eval": {"label_groups": {"cube_and_small": [1, 2]}}})
+    reader = build_reader(cfg.data)
+    summary = evaluate_split(KnownPredictor(cfg), reader, ["case0001"], split="test_vol", mode="paper",
+                             protocol="auto", out=tmp_path / "eval")
+    # |G| = 64 + 18 = 82, |P| = 64 (the shifted cube), overlap 48
+    union = summary["classes"]["3"]
+    assert union["name"] == "cube_and_small" and union["group"] is True
+    assert union["dice"]["mean"] == pytest.approx(96 / 146)
+    assert union["precision"]["mean"] == pytest.approx(0.75) and union["recall"]["mean"] == pytest.approx(48 / 82)
+    assert summary["average"]["dice"]["mean"] == pytest.approx(0.375)  # still the mean over labels
+    saved = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert saved["label_groups"] == {"cube_and_small": [1, 2]} and saved["classes"]["3"]["name"] == "cube_and_small"
+    csv_rows = (tmp_path / "eval" / "cases.csv").read_text().splitlines()
+    assert len(csv_rows) == 4 and csv_rows[3].startswith("case0001,3,cube_and_small,")
+    md = (tmp_path / "eval" / "table.md").read_text().splitlines()
+    assert md[0].endswith("| small Dice | cube_and_small Dice |") and f"{100 * 96 / 146:.2f}" in md[2]
+    assert any(line.startswith("| Metric | Average | cube | small | cube_and_small |") for line in md)
