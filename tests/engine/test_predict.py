@@ -54,3 +54,14 @@ def test_fast_path_follows_eval_fast_and_equals_the_plain_path():
     assert (outs[True] - outs[False]).abs().max().item() <= 1e-4
     cfg = load_config("quickstart", ["eval.fast=true"])
     assert Predictor(build_model("unet", in_channels=1, out_channels=7), cfg, fast=False).fast is False
+
+
+def test_nifti_output_names_drop_the_channel_suffix(tmp_path):
+    """``case_00001_0000.nii.gz`` -> ``case_00001``; its ``_0001`` sibling is read with it, not predicted alone."""
+    from medseg.engine.predict import _stem, list_inputs
+
+    for name in ("case_00001_0000.nii.gz", "case_00001_0001.nii.gz", "la_003.nii.gz", "b_0000.nii", "im_0000.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert [_stem(p) for p in list_inputs(tmp_path)] == ["b", "case_00001", "im_0000", "la_003"]
+    assert _stem(tmp_path / "case_00001_0001.nii.gz") == "case_00001_0001"
+    assert list_inputs(tmp_path / "case_00001_0001.nii.gz") == [tmp_path / "case_00001_0001.nii.gz"]

@@ -113,6 +113,17 @@ def _nifti_ending(name: str) -> str | None:
     return None
 
 
+def split_channel(name: str) -> tuple[str, int | None]:
+    """A NIfTI file name -> (case id, channel): ``case_00001_0000.nii.gz`` -> ``("case_00001", 0)``.
+
+    Names without an nnU-Net ``_XXXX`` channel suffix give ``(name without extension, None)``.
+    """
+    ending = _nifti_ending(name)
+    stem = name[: -len(ending)] if ending else name
+    m = _CHANNEL_RE.match(stem)
+    return (m.group("case"), int(m.group("channel"))) if m else (stem, None)
+
+
 def _load_nifti(path: Path):
     import nibabel as nib
 
@@ -204,11 +215,11 @@ def load_nifti_case(
     ending = _nifti_ending(path.name)
     if ending is None:
         raise DataError(f"{path}: not a NIfTI file (.nii.gz / .nii)")
-    stem = path.name[: -len(ending)]
+    stem, channel = split_channel(path.name)
+    if channel not in (0, None):
+        stem = path.name[: -len(ending)]
     files = [path]
-    m = _CHANNEL_RE.match(stem)
-    if m and int(m.group("channel")) == 0:
-        stem = m.group("case")
+    if channel == 0:
         c = 1
         while (path.parent / f"{stem}_{c:04d}{ending}").is_file():
             files.append(path.parent / f"{stem}_{c:04d}{ending}")
