@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 
 class ConfigError(ValueError):
@@ -169,7 +169,32 @@ class TrainerConfig(_Strict):
     progress: bool = True
 
 
+class LabelGroup(_Strict):
+    """Foreground labels scored together as one extra binary class named ``name`` (e.g. organ ∪ tumour)."""
+
+    name: str
+    labels: list[int]
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("a label group needs at least one label")
+        if min(v) < 1:
+            raise ValueError(f"labels {v}: a group merges foreground labels (>= 1), not the background 0")
+        if len(set(v)) != len(v):
+            raise ValueError(f"labels {v}: a label is repeated")
+        return v
+
+
 class EvalConfig(_Strict):
+    """How runs are evaluated.
+
+    ``label_groups``: extra binary classes scored after the per-label ones, each the union of its
+    ``labels`` (MDA-U-Net's foreground organ ∪ tumour); a list ``[{name, labels}]`` (recipes use it:
+    ``base:`` merges mappings key by key but replaces lists) or a mapping ``{name: labels}``.
+    """
+
     protocol: Literal["auto", "image", "volume", "polyp"] = "auto"
     mode: Literal["paper", "strict"] = "paper"
     hd_method: Literal["medpy", "monai"] = "medpy"
@@ -182,6 +207,23 @@ class EvalConfig(_Strict):
     resize_back: Literal["probabilities", "labels"] = "probabilities"
     tta: bool = False  # mean probabilities over the four mirrorings (none, W, H, both)
     fast: bool = True  # Conv+BN folding + channels_last before inference (same results)
+    label_groups: list[LabelGroup] = Field(default_factory=list)
+
+    @field_validator("label_groups", mode="before")
+    @classmethod
+    def _groups_from_mapping(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return [{"name": k, "labels": labels} for k, labels in v.items()]
+        return v
+
+    @field_validator("label_groups")
+    @classmethod
+    def _unique_groups(cls, v: list[LabelGroup]) -> list[LabelGroup]:
+        names = [g.name for g in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"label group name(s) {', '.join(dup)} used twice")
+        return v
 
 
 class Config(_Strict):
@@ -197,6 +239,23 @@ class Config(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("eval")
+    @classmethod
+    def _groups_fit_the_classes(cls, v: EvalConfig, info: ValidationInfo) -> EvalConfig:
+        data = info.data.get("data")
+        if data is None:
+            return v
+        for g in v.label_groups:
+            bad = [lab for lab in g.labels if lab >= data.num_classes]
+            if bad:
+                raise ValueError(
+                    f"label_groups {g.name!r}: label {bad[0]} is outside 1..{data.num_classes - 1} "
+                    f"(data.num_classes = {data.num_classes})"
+                )
+            if data.class_names and g.name in data.class_names:
+                raise ValueError(f"label_groups {g.name!r}: the name is already a class name")
+        return v
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -15,6 +15,7 @@ from medseg.data.nnunet_raw import (
     NnUNetRawReader,
     from_nifti_array,
     load_nifti_case,
+    slice_axes,
     to_nifti_array,
     write_array_nifti,
     write_like,
@@ -184,3 +185,46 @@ def test_nifti_slices_skip_empty(tmp_path):
     s = train[1]
     assert s["slice"] == 3 and s["spacing"] == pytest.approx((2.5, 0.7, 0.8)) and s["orig_size"] == (5, 6)
     assert s["label"][2, 4] == 2 and 0.0 <= s["image"].min() and s["image"].max() <= 1.0
+
+
+def _slices_first_affine() -> np.ndarray:
+    """KiTS19-like storage: voxel axis 0 runs cranially (S), axis 1 posterior (P), axis 2 left (L)."""
+    a = np.zeros((4, 4))
+    a[2, 0], a[1, 1], a[0, 2], a[3, 3] = 2.5, -0.8, -0.7, 1.0
+    a[:3, 3] = (30.0, 40.0, -50.0)
+    return a
+
+
+def test_slice_axis_follows_the_affine(tmp_path):
+    """Data stored (D, rows, cols) with S first: slices are axial, spacing (D, H, W), write-back exact."""
+    affine = _slices_first_affine()
+    assert nib.aff2axcodes(affine) == ("S", "P", "L") and slice_axes(affine) == (0, 2, 1)
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(4, 6, 5)).astype(np.float32)  # (S, P, L) = 4 axial slices of 6 x 5 voxels
+    lab = np.zeros((4, 6, 5), np.uint8)
+    lab[1, 2:4, 1] = 1
+    lab[3, 5, 4] = 2
+    root = tmp_path / "kits"
+    for arr, rel in ((data, "imagesTr/case_00001_0000.nii.gz"), (lab, "labelsTr/case_00001.nii.gz")):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(arr, affine), str(root / rel))
+    r = NnUNetRawReader(root, num_classes=3)
+    case = r.load("case_00001")
+    # D = voxel axis 0 (S); H, W = axes 2 and 1 (SimpleITK/nnU-Net in-plane order)
+    assert case.image.shape == (1, 4, 5, 6) and r.num_slices("case_00001") == 4
+    np.testing.assert_array_equal(case.image[0, 3], data[3].T)
+    np.testing.assert_array_equal(case.label, lab.transpose(0, 2, 1))
+    assert case.label[1, 1, 2] == 1 and case.label[3, 4, 5] == 2
+    assert case.spacing == pytest.approx((2.5, 0.7, 0.8))
+    np.testing.assert_array_equal(r.foreground_slices("case_00001"), [False, True, False, True])
+    # a prediction goes back in the input's (S, P, L) layout with the input's affine
+    pred = (case.label + 1) % 3
+    for ref in (case, root / "imagesTr" / "case_00001_0000.nii.gz"):
+        back = nib.load(str(write_like(pred, ref, tmp_path / "out.nii.gz")))
+        assert back.shape == (4, 6, 5) and nib.aff2axcodes(back.affine) == ("S", "P", "L")
+        np.testing.assert_allclose(back.affine, affine)
+        np.testing.assert_array_equal(np.asanyarray(back.dataobj), (lab + 1) % 3)
+    single = load_nifti_case(root / "imagesTr" / "case_00001_0000.nii.gz")
+    assert single.image.shape == (1, 4, 5, 6) and single.spacing == case.spacing
+    with pytest.raises(ValueError, match=r"does not match the reference volume \(4, 5, 6\)"):
+        write_like(pred[:, :, :5], case, tmp_path / "bad.nii.gz")

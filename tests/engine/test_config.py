@@ -56,3 +56,18 @@ def test_presets_can_be_combined_in_order(tmp_path):
     )
     cfg = load_config(str(p))
     assert cfg.optim.lr == 0.25 and cfg.trainer.max_epochs == 1
+
+
+def test_label_groups_per_recipe_and_errors():
+    """Each MDA-U-Net recipe scores its own organ ∪ tumour (a base's group list is replaced, not merged)."""
+    for recipe, organ in (("mda_unet_kits", "kidney"), ("mda_unet_pancreas", "pancreas"), ("mda_unet_liver", "liver")):
+        groups = load_config(recipe).eval.label_groups
+        assert [(g.name, g.labels) for g in groups] == [(f"{organ}_and_tumour", [1, 2])]
+    cfg = load_config("mda_unet_kits", ["eval.label_groups={fg: [1, 2], tumour_only: [2]}"])
+    assert [(g.name, g.labels) for g in cfg.eval.label_groups] == [("fg", [1, 2]), ("tumour_only", [2])]
+    with pytest.raises(ConfigError, match=r"eval: .*label_groups 'fg': label 3 is outside 1\.\.2 \(data\.num_classes = 3\)"):
+        load_config("mda_unet_kits", ["eval.label_groups={fg: [1, 3]}"])
+    with pytest.raises(ConfigError, match=r"eval\.label_groups\.0\.labels: .*not the background 0"):
+        load_config("mda_unet_kits", ["eval.label_groups={fg: [0, 1]}"])
+    with pytest.raises(ConfigError, match="'kidney': the name is already a class name"):
+        load_config("mda_unet_kits", ["eval.label_groups={kidney: [1]}"])

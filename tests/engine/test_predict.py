@@ -98,3 +98,14 @@ def test_predictor_runs_mgrad_feedback_passes_at_test_time():
         got = Predictor(copy.deepcopy(model), cfg, fast=False).logits(x)
         assert torch.allclose(got, ref, atol=1e-6)
     assert not torch.allclose(one, three)
+
+
+def test_nifti_output_names_drop_the_channel_suffix(tmp_path):
+    """``case_00001_0000.nii.gz`` -> ``case_00001``; its ``_0001`` sibling is read with it, not predicted alone."""
+    from medseg.engine.predict import _stem, list_inputs
+
+    for name in ("case_00001_0000.nii.gz", "case_00001_0001.nii.gz", "la_003.nii.gz", "b_0000.nii", "im_0000.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert [_stem(p) for p in list_inputs(tmp_path)] == ["b", "case_00001", "im_0000", "la_003"]
+    assert _stem(tmp_path / "case_00001_0001.nii.gz") == "case_00001_0001"
+    assert list_inputs(tmp_path / "case_00001_0001.nii.gz") == [tmp_path / "case_00001_0001.nii.gz"]

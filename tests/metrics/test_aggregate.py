@@ -270,3 +270,45 @@ def test_json_is_strict_with_nan(tmp_path) -> None:
     t.to_csv(tmp_path / "m.csv")
     back = MetricTable.from_csv(tmp_path / "m.csv", mode="strict")
     assert math.isnan(back.rows[3]["hd95"])
+
+
+def _organ_tumour() -> tuple[np.ndarray, np.ndarray]:
+    """4x6, labels 1 (organ) and 2 (tumour): gt a 2x2 organ next to a 2x2 tumour; pred overlaps both."""
+    gt = np.zeros((4, 6), dtype=np.int64)
+    pred = np.zeros_like(gt)
+    gt[0:2, 0:2] = 1
+    gt[0:2, 2:4] = 2
+    pred[0] = [1, 2, 2, 0, 0, 0]
+    pred[1] = [1, 1, 1, 0, 0, 0]
+    return pred, gt
+
+
+def test_label_group_scores_the_union_by_hand(tmp_path) -> None:
+    pred, gt = _organ_tumour()
+    groups = {"organ_and_tumour": [1, 2], "tumour_only": [2]}
+    rows = _by_class(evaluate_case(pred, gt, num_classes=3, metrics=ALL, label_groups=groups))
+    assert sorted(rows) == [1, 2, 3, 4] and rows[3]["group"] == "organ_and_tumour" and "group" not in rows[1]
+    # per label: organ 3 of 4 right each way; tumour 1 overlap of |P| = 2, |G| = 4
+    assert (rows[1]["dice"], rows[1]["precision"], rows[1]["recall"]) == pytest.approx((0.75, 0.75, 0.75))
+    assert (rows[2]["dice"], rows[2]["precision"], rows[2]["recall"]) == pytest.approx((1 / 3, 1 / 2, 1 / 4))
+    # union: |P| = 6 inside |G| = 8 -> DSC 12/14, PPV 1, sensitivity 6/8, no false positive
+    u = rows[3]
+    assert (u["dice"], u["iou"], u["precision"], u["recall"]) == pytest.approx((6 / 7, 6 / 8, 1.0, 0.75))
+    assert u["specificity"] == 1.0 and u["hd95"] == pytest.approx(hd95(pred > 0, gt > 0))
+    assert u["hd"] == pytest.approx(1.0)  # gt columns 3 are one voxel from the prediction
+    assert {k: v for k, v in rows[4].items() if k != "group"} == {**rows[2], "class": 4}
+    with pytest.raises(ValueError, match=r"label group 'bad': labels \[0, 1\] must be foreground labels in 1\.\.2"):
+        evaluate_case(pred, gt, num_classes=3, label_groups={"bad": [0, 1]})
+    # tables: the group is a named column, left out of the average over labels
+    t = MetricTable()
+    t.add("a", evaluate_case(pred, gt, 3, label_groups={"organ_and_tumour": [1, 2]}))
+    s = t.summary()
+    assert s["classes"]["3"]["name"] == "organ_and_tumour" and s["classes"]["3"]["group"] is True
+    assert s["average"]["dice"]["mean"] == pytest.approx((0.75 + 1 / 3) / 2)
+    md = t.to_markdown(["organ", "tumour"])
+    assert md.splitlines()[0] == "| Metric | Average | organ | tumour | organ_and_tumour |"
+    assert "85.71 ± 0.00" in md and "label groups (not in Average): organ_and_tumour" in md
+    t.to_csv(tmp_path / "m.csv")
+    back = MetricTable.from_csv(tmp_path / "m.csv")
+    assert back.summary()["classes"]["3"]["dice"]["mean"] == pytest.approx(6 / 7)
+    assert back.summary()["average"]["dice"]["mean"] == pytest.approx(s["average"]["dice"]["mean"])

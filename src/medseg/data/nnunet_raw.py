@@ -15,13 +15,18 @@ nnU-Net v1 (``modality``, ``labels`` int -> name, ``training``). Files without a
 suffix (MSD raw) are single-file cases; a 4D file ``(X, Y, Z, C)`` holds the channels. The labels
 must be 0..K-1 and K must equal ``num_classes`` (region-based labels are not supported).
 
-Orientation: nibabel returns voxel arrays ``(X, Y, Z)`` (first index = i of the affine). We
-transpose them to ``(Z, Y, X)``, the array order of SimpleITK and nnU-Net: axis 0 (``D``) is the
-slice axis ``k`` (axial for axial acquisitions) and a slice is ``H x W = Y x X``. No reorientation
-or resampling is done. ``spacing`` is the header zooms in the same array order ``(z, y, x)``.
-``meta`` keeps the affine and header, so :func:`write_like` writes a prediction ``[D, H, W]`` back in
-the input's voxel grid (:func:`to_nifti_array` is the inverse transpose). Images are raw intensities
-(CT in HU, scale/slope applied) as float32 — window or z-score them with the normalisation transform.
+Orientation: nibabel returns voxel arrays ``(i, j, k)`` in the file's storage order. The slice axis
+``D`` is the voxel axis whose orientation code (``nibabel.aff2axcodes``) is ``S`` or ``I``, so slices
+are axial whatever the layout: ``(X, Y, Z)`` files (L-P-S, R-A-S) and KiTS19's ``(slices, 512, 512)``
+files (``('I', 'P', 'L')``) alike; without such an axis (no or a degenerate affine, 2D files) it is
+the last one, ``k``. The other two axes keep SimpleITK's (reversed) order, ``H`` then ``W``: a
+``(X, Y, Z)`` file becomes ``(Z, Y, X)``, the array order of SimpleITK and nnU-Net. The data is
+only transposed (:func:`slice_axes` gives the permutation): no flips, reorientation or resampling.
+``spacing`` is the header zooms in the same array order ``(D, H, W)``. ``meta`` keeps the affine,
+header and permutation (``axes``), so :func:`write_like` writes a prediction ``[D, H, W]`` back in
+the input's array layout and voxel grid (:func:`to_nifti_array` is the inverse transpose). Images
+are raw intensities (CT in HU, scale/slope applied) as float32 — window or z-score them with the
+normalisation transform.
 
 Splits: ``splits_final.json`` / ``splits.json`` (nnU-Net's list of folds ``[{"train": [...], "val":
 [...]}, ...]`` -> fold ``fold`` gives ``train``/``val``; or a mapping ``{"train": [...], ...}``), then
@@ -54,23 +59,50 @@ logger = logging.getLogger(__name__)
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-def to_nifti_array(pred_dhw: np.ndarray) -> np.ndarray:
-    """``[D, H, W]`` (our ``(z, y, x)`` order) -> nibabel's ``(X, Y, Z)`` voxel order."""
+#: ``(D, H, W)`` from nibabel's ``(X, Y, Z)`` when the affine names no axial axis.
+DEFAULT_AXES: tuple[int, int, int] = (2, 1, 0)
+
+
+def slice_axes(affine: np.ndarray | None, ndim: int = 3) -> tuple[int, int, int]:
+    """The voxel axes that become ``(D, H, W)``: ``D`` is the S/I axis of ``affine``, then reversed order.
+
+    ``(X, Y, Z)`` with ``Z`` axial -> ``(2, 1, 0)``; KiTS19's ``('I', 'P', 'L')`` -> ``(0, 2, 1)``.
+    Arrays with fewer than 3 axes, or affines without exactly one S/I axis, get :data:`DEFAULT_AXES`.
+    """
+    if affine is None or ndim < 3:
+        return DEFAULT_AXES
+    import nibabel as nib
+
+    codes = nib.aff2axcodes(np.asarray(affine))
+    axial = [i for i, c in enumerate(codes[:3]) if c in ("S", "I")]
+    if len(axial) != 1:
+        logger.warning("affine orientation %s has no single S/I axis: slicing along the last axis", codes)
+        return DEFAULT_AXES
+    d = axial[0]
+    return (d, *(i for i in (2, 1, 0) if i != d))
+
+
+def _inverse(axes: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argsort(axes))
+
+
+def to_nifti_array(pred_dhw: np.ndarray, axes: Sequence[int] = DEFAULT_AXES) -> np.ndarray:
+    """``[D, H, W]`` -> the NIfTI voxel array whose :func:`slice_axes` are ``axes`` (inverse transpose)."""
     pred_dhw = np.asarray(pred_dhw)
     if pred_dhw.ndim != 3:
         raise ValueError(f"expected a [D, H, W] volume, got shape {pred_dhw.shape}")
-    return np.ascontiguousarray(pred_dhw.transpose(2, 1, 0))
+    return np.ascontiguousarray(pred_dhw.transpose(_inverse(axes)))
 
 
-def from_nifti_array(xyz: np.ndarray) -> np.ndarray:
-    """nibabel ``(X, Y, Z[, C])`` -> ``[D, H, W]`` (or ``[C, D, H, W]``)."""
+def from_nifti_array(xyz: np.ndarray, axes: Sequence[int] = DEFAULT_AXES) -> np.ndarray:
+    """A NIfTI voxel array ``(i, j, k[, C])`` -> ``[D, H, W]`` (or ``[C, D, H, W]``) by :func:`slice_axes`."""
     xyz = np.asarray(xyz)
     if xyz.ndim == 2:
         xyz = xyz[..., None]
     if xyz.ndim == 3:
-        return xyz.transpose(2, 1, 0)
+        return xyz.transpose(tuple(axes))
     if xyz.ndim == 4:
-        return xyz.transpose(3, 2, 1, 0)
+        return xyz.transpose(3, *axes)
     raise ValueError(f"expected a 2D, 3D or 4D NIfTI array, got shape {xyz.shape}")
 
 
@@ -79,6 +111,17 @@ def _nifti_ending(name: str) -> str | None:
         if name.endswith(ending):
             return ending
     return None
+
+
+def split_channel(name: str) -> tuple[str, int | None]:
+    """A NIfTI file name -> (case id, channel): ``case_00001_0000.nii.gz`` -> ``("case_00001", 0)``.
+
+    Names without an nnU-Net ``_XXXX`` channel suffix give ``(name without extension, None)``.
+    """
+    ending = _nifti_ending(name)
+    stem = name[: -len(ending)] if ending else name
+    m = _CHANNEL_RE.match(stem)
+    return (m.group("case"), int(m.group("channel"))) if m else (stem, None)
 
 
 def _load_nifti(path: Path):
@@ -90,8 +133,10 @@ def _load_nifti(path: Path):
         raise DataError(f"{path}: cannot read NIfTI ({err})") from None
 
 
-def _read_label(path: Path, shape_xyz: tuple[int, ...] | None, num_classes: int | None) -> np.ndarray:
-    """A label NIfTI as int64 ``[D, H, W]`` (checked against the image shape and the class range)."""
+def _read_label(
+    path: Path, shape_xyz: tuple[int, ...] | None, num_classes: int | None, axes: Sequence[int]
+) -> np.ndarray:
+    """A label NIfTI as int64 ``[D, H, W]`` in the image's ``axes`` (checked: image shape, class range)."""
     img = _load_nifti(path)
     try:
         lab = np.asanyarray(img.dataobj)
@@ -101,7 +146,7 @@ def _read_label(path: Path, shape_xyz: tuple[int, ...] | None, num_classes: int 
         lab = lab[..., 0]
     if shape_xyz is not None and tuple(lab.shape[:3]) != tuple(shape_xyz[:3]):
         raise DataError(f"{path}: label shape {lab.shape} differs from the image shape {tuple(shape_xyz)}")
-    return from_nifti_array(check_label(lab, num_classes, path))
+    return from_nifti_array(check_label(lab, num_classes, path), axes)
 
 
 def _load_case(
@@ -113,6 +158,7 @@ def _load_case(
 ) -> Case:
     channels = []
     first = None
+    axes = DEFAULT_AXES
     for p in files:
         img = _load_nifti(p)
         try:
@@ -121,9 +167,10 @@ def _load_case(
             raise DataError(f"{p}: cannot read NIfTI data ({err})") from None
         if first is None:
             first = img
+            axes = slice_axes(img.affine, arr.ndim)
         elif arr.shape[:3] != first.shape[:3]:
             raise DataError(f"{p}: shape {arr.shape} differs from {Path(files[0]).name} {first.shape}")
-        vol = from_nifti_array(arr)
+        vol = from_nifti_array(arr, axes)
         channels.extend([vol] if vol.ndim == 3 else list(vol))
     if first is None:
         raise DataError(f"case {case_id}: no image files")
@@ -133,9 +180,9 @@ def _load_case(
     shape_xyz = tuple(int(s) for s in first.shape[:3]) if len(first.shape) >= 3 else None
     label = None
     if lab_path is not None:
-        label = np.ascontiguousarray(_read_label(lab_path, shape_xyz, num_classes))
+        label = np.ascontiguousarray(_read_label(lab_path, shape_xyz, num_classes, axes))
     zooms = tuple(float(z) for z in first.header.get_zooms()[:3])
-    spacing = tuple(reversed(zooms)) if len(zooms) == 3 else None
+    spacing = tuple(zooms[a] for a in axes) if len(zooms) == 3 else None
     meta = {
         "image_paths": [str(p) for p in files],
         "image_path": str(files[0]),
@@ -143,6 +190,7 @@ def _load_case(
         "affine": np.asarray(first.affine),
         "header": first.header.copy(),
         "shape_xyz": tuple(int(s) for s in first.shape),
+        "axes": axes,
         "orig_size": tuple(int(s) for s in image.shape[-2:]),
     }
     return Case(id=case_id, image=image, label=label, spacing=spacing, meta=meta)
@@ -167,11 +215,11 @@ def load_nifti_case(
     ending = _nifti_ending(path.name)
     if ending is None:
         raise DataError(f"{path}: not a NIfTI file (.nii.gz / .nii)")
-    stem = path.name[: -len(ending)]
+    stem, channel = split_channel(path.name)
+    if channel not in (0, None):
+        stem = path.name[: -len(ending)]
     files = [path]
-    m = _CHANNEL_RE.match(stem)
-    if m and int(m.group("channel")) == 0:
-        stem = m.group("case")
+    if channel == 0:
         c = 1
         while (path.parent / f"{stem}_{c:04d}{ending}").is_file():
             files.append(path.parent / f"{stem}_{c:04d}{ending}")
@@ -213,8 +261,9 @@ def write_array_nifti(
 def write_like(pred_dhw: np.ndarray, reference: Case | str | Path, path: str | Path) -> Path:
     """Write a label volume ``[D, H, W]`` as NIfTI with the reference's affine and header, atomically.
 
-    ``reference`` is a :class:`Case` from :class:`NnUNetRawReader` (``meta["affine"]``/``["header"]``) or
-    the path of the input NIfTI. The data type is uint8 (int16 beyond 255 labels) without scaling.
+    ``reference`` is a :class:`Case` from :class:`NnUNetRawReader` (``meta["affine"]``/``["header"]``/``["axes"]``)
+    or the path of the input NIfTI; the labels are put back in the reference's array layout (the inverse of
+    :func:`slice_axes`), so the file's shape and affine equal the input's. The data type is uint8 (int16 beyond 255 labels) without scaling.
     ``path`` must end in ``.nii.gz`` (gzip-compressed) or ``.nii``; the file is written to a temporary
     name next to it and renamed.
     """
@@ -227,18 +276,20 @@ def write_like(pred_dhw: np.ndarray, reference: Case | str | Path, path: str | P
         if "affine" not in reference.meta or "header" not in reference.meta:
             raise ValueError(f"case {reference.id} has no NIfTI affine/header in meta (not read from NIfTI)")
         affine, header = reference.meta["affine"], reference.meta["header"]
+        axes = reference.meta.get("axes")
     else:
         try:
             ref = nib.load(str(reference))
         except Exception as err:  # nibabel raises several types
             raise DataError(f"{reference}: cannot read NIfTI ({err})") from None
-        affine, header = ref.affine, ref.header
-    arr = to_nifti_array(np.asarray(pred_dhw))
+        affine, header, axes = ref.affine, ref.header, None
     ref_shape = tuple(int(s) for s in header.get_data_shape()[:3])
+    axes = tuple(axes) if axes is not None else slice_axes(affine, len(ref_shape))
+    arr = to_nifti_array(np.asarray(pred_dhw), axes)
     if arr.shape != ref_shape:
         raise ValueError(
             f"{path}: prediction shape {tuple(np.asarray(pred_dhw).shape)} (D, H, W) does not match the reference "
-            f"volume {ref_shape[::-1]} (D, H, W)"
+            f"volume {tuple(ref_shape[a] for a in axes) if len(ref_shape) == 3 else ref_shape} (D, H, W)"
         )
     dtype = np.uint8 if arr.size == 0 or (arr.min() >= 0 and arr.max() < 256) else np.int16
     hdr = header.copy()
@@ -468,16 +519,18 @@ class NnUNetRawReader(Reader):
 
     def num_slices(self, case_id: str) -> int | None:
         files, _ = self.paths(case_id)
-        shape = _load_nifti(files[0]).shape
-        return int(shape[2]) if len(shape) >= 3 else 1
+        img = _load_nifti(files[0])
+        shape = img.shape
+        return int(shape[slice_axes(img.affine, len(shape))[0]]) if len(shape) >= 3 else 1
 
     def load(self, case_id: str) -> Case:
         files, lab_path = self.paths(case_id)
         return _load_case(case_id, files, lab_path, self.num_classes, self.in_channels)
 
     def foreground_slices(self, case_id: str) -> np.ndarray | None:
-        _, lab_path = self.paths(case_id)
+        files, lab_path = self.paths(case_id)
         if lab_path is None:
             return None
-        lab = _read_label(lab_path, None, self.num_classes)
+        img = _load_nifti(files[0])  # the image's header decides the slice axis (no data is read)
+        lab = _read_label(lab_path, None, self.num_classes, slice_axes(img.affine, len(img.shape)))
         return lab.reshape(lab.shape[0], -1).any(axis=1)

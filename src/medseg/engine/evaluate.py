@@ -1,5 +1,9 @@
 """Evaluate a run on a split: per-image or volume-wise metrics, or the polyp protocol.
 
+The per-class tables also score each ``eval.label_groups`` entry (the union of its labels) as
+an extra binary class named by the group (MDA-U-Net's foreground organ ∪ tumour); groups appear in
+every table but not in the average over labels.
+
 - ``image``: each 2D case is predicted at the training size, resized back to its own size, and
   scored per class (Dice, IoU, HD95, ASD, precision, recall, specificity).
 - ``volume``: every slice of a volume is predicted in batches, resized back and stacked; the
@@ -114,6 +118,7 @@ def evaluate_split(
         if num_classes != 2:
             raise MedsegError("the polyp protocol is binary: this run has more than two classes")
         polyp = PolypEvaluator(minmax=True)  # PraNet and MSNet min-max normalise every probability map
+    groups = {g.name: list(g.labels) for g in cfg.eval.label_groups}
     start = time.perf_counter()
     for cid in ids:
         case = first if cid == ids[0] else reader.load(cid)
@@ -121,7 +126,8 @@ def evaluate_split(
             raise MedsegError(f"case {cid} of split {split!r} has no label: cannot evaluate")
         labels, probs = predictor.predict_case(case)
         spacing = case.spacing if cfg.eval.use_spacing else None
-        rows = evaluate_case(labels, case.label, num_classes, spacing=spacing, mode=mode, hd_method=cfg.eval.hd_method)
+        rows = evaluate_case(labels, case.label, num_classes, spacing=spacing, mode=mode, hd_method=cfg.eval.hd_method,
+                             label_groups=groups)
         table.add(cid, rows)
         if polyp is not None:
             polyp.add(cid, probs[0], case.label)
@@ -132,7 +138,7 @@ def evaluate_split(
     table.to_csv(out / "cases.csv")
     summary = table.summary()
     summary.update({"split": split, "protocol": protocol, "cases": len(ids), "seconds": round(seconds, 2),
-                    "class_names": names})
+                    "class_names": names, "label_groups": groups})
     markdown = paper_row_markdown(summary, names) + "\n\n" + table.to_markdown(names[1:])
     if polyp is not None:
         from medseg.metrics import polyp_markdown
@@ -154,7 +160,7 @@ def paper_row_markdown(summary: dict[str, Any], names: list[str]) -> str:
     """The papers' one-row layout: average Dice, HD95 and mIoU, then each class's Dice (in %).
 
     Synapse tables (TransUNet, MGRAD-UNet, SNet) read "DSC | HD95 | mIoU | Aorta | Gallbladder | ...";
-    ACDC tables read "Average | RV | Myo | LV".
+    ACDC tables read "Average | RV | Myo | LV". Label groups add a Dice column each, after the classes.
     """
 
     def pct(m: dict[str, Any]) -> str:
@@ -166,6 +172,9 @@ def paper_row_markdown(summary: dict[str, Any], names: list[str]) -> str:
     hd = avg.get("hd95", {}).get("mean")
     cells = [pct(avg["dice"]), "-" if hd is None or hd != hd else f"{hd:.2f}", pct(avg.get("iou", {}))]
     cells += [pct(summary["classes"][str(c)]["dice"]) for c in range(1, len(names)) if str(c) in summary["classes"]]
+    groups = [e for e in summary["classes"].values() if e.get("group")]
+    head += [f"{e['name']} Dice" for e in groups]
+    cells += [pct(e["dice"]) for e in groups]
     return "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| " + " | ".join(cells) + " |"
 
 

@@ -209,7 +209,16 @@ def mask_to_png_array(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii.gz", ".nii"))
+
+
 def list_inputs(path: Path) -> list[Path]:
+    """The files to predict: ``path`` itself, or the images and volumes in folder ``path``.
+
+    In a folder, nnU-Net channel files ``<case>_0001``, ... are left out when ``<case>_0000`` is there:
+    they are read with it (one prediction per case).
+    """
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -217,11 +226,24 @@ def list_inputs(path: Path) -> list[Path]:
     files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES + VOLUME_SUFFIXES))
     if not files:
         raise MedsegError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) or volumes ({', '.join(VOLUME_SUFFIXES)})")
+    if any(_is_nifti(p) for p in files):
+        from medseg.data.nnunet_raw import split_channel
+
+        chans = {p: split_channel(p.name) for p in files if _is_nifti(p)}
+        with_first = {case for case, ch in chans.values() if ch == 0}
+        files = [p for p in files if not (p in chans and chans[p][1] and chans[p][0] in with_first)]
     return files
 
 
 def _stem(path: Path) -> str:
+    """The output name: the input's without extension; NIfTI ``<case>_0000`` gives ``<case>`` (nnU-Net)."""
     name = path.name
+    if _is_nifti(path):
+        from medseg.data.nnunet_raw import split_channel
+
+        case, channel = split_channel(name)
+        if channel == 0:
+            return case
     for suf in (".nii.gz", ".npy.h5") + IMAGE_SUFFIXES + (".nii", ".h5"):
         if name.lower().endswith(suf):
             return name[: -len(suf)]

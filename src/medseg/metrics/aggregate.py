@@ -7,6 +7,11 @@ Synapse/ACDC protocol evaluates the reassembled 3D volume) for every foreground 
     {"class": c, "dice": ..., "iou": ..., "hd95": ..., "asd": ..., "precision": ...,
      "recall": ..., "specificity": ..., "gt_empty": bool, "pred_empty": bool}
 
+``label_groups`` ({name: labels}) adds one row per group after the classes: the binary masks
+"label in labels" scored like a class (MDA-U-Net's foreground organ ∪ tumour), with ``"class"``
+``num_classes + i`` (group ``i``, in order) and ``"group": name``. Group rows are listed in every
+table but left out of the ``average`` (the average stays the papers' mean over labels).
+
 Available metrics: ``dice, iou, precision, recall, specificity`` (see :mod:`.overlap`) and
 ``hd95, hd, asd, assd`` (see :mod:`.distance`; ``asd`` is directed pred→gt as in medpy, ``assd``
 the symmetric one — CASCADE/MGRAD-UNet's "ASD" column is medpy ``assd``). Distances are in voxels
@@ -130,8 +135,10 @@ def evaluate_case(
     mode: Literal["paper", "strict"] = "paper",
     hd_method: Literal["medpy", "monai"] = "medpy",
     metrics: Sequence[str] = DEFAULT_METRICS,
+    label_groups: Mapping[str, Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Score every foreground class of one case; returns one row per class ``1..num_classes-1``.
+    """Score every foreground class of one case; returns one row per class ``1..num_classes-1``,
+    then one per label group.
 
     Args:
         pred, gt: integer label maps of equal shape (2D image or 3D volume; bool for binary).
@@ -140,6 +147,8 @@ def evaluate_case(
         mode: ``"paper"`` (TransUNet rules) or ``"strict"``; see the module docstring.
         hd_method: ``"medpy"`` (pooled 95th percentile) or ``"monai"`` (max of directed ones).
         metrics: names among ``dice, iou, precision, recall, specificity, hd95, hd, asd, assd``.
+        label_groups: ``{name: labels}``, each scored as the binary class "label in labels"
+            (row ``"class": num_classes + i``, ``"group": name``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {MODES}")
@@ -197,7 +206,30 @@ def evaluate_case(
         row["gt_empty"] = gt_empty
         row["pred_empty"] = pred_empty
         rows.append(row)
+    for i, (name, labels) in enumerate((label_groups or {}).items()):
+        rows.append(_group_row(p_lab, g_lab, num_classes, i, name, labels, spacing=sp, mode=mode,
+                               hd_method=hd_method, metrics=metrics))
     return rows
+
+
+def _group_row(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    num_classes: int,
+    index: int,
+    name: str,
+    labels: Sequence[int],
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """The row of label group ``index``: the union of ``labels`` scored as a binary class."""
+    bad = [lab for lab in labels if not 1 <= int(lab) < num_classes]
+    if not labels or bad:
+        raise ValueError(
+            f"label group {name!r}: labels {list(labels)} must be foreground labels in 1..{num_classes - 1}"
+        )
+    keep = np.asarray(list(labels))
+    row = evaluate_case(np.isin(pred, keep), np.isin(gt, keep), 2, **kwargs)[0]
+    return {"class": num_classes + index, "group": str(name), **{k: v for k, v in row.items() if k != "class"}}
 
 
 def _json_safe(x: Any) -> Any:
@@ -287,6 +319,11 @@ class MetricTable:
         return sorted({int(r["class"]) for r in self.rows})
 
     @property
+    def groups(self) -> dict[int, str]:
+        """Class ids of label-group rows -> group name."""
+        return {int(r["class"]): str(r["group"]) for r in self.rows if r.get("group")}
+
+    @property
     def metrics(self) -> list[str]:
         """Metric columns present, in the canonical order."""
         present = {k for r in self.rows for k in r}
@@ -294,18 +331,21 @@ class MetricTable:
 
     def _name_map(self, class_names: Sequence[str] | Mapping[int, str] | None) -> dict[int, str]:
         names = self.class_names if class_names is None else class_names
-        classes = self.classes
+        groups = self.groups
+        classes = [c for c in self.classes if c not in groups]
         if names is None:
-            return {c: f"class {c}" for c in classes}
-        if isinstance(names, Mapping):
-            return {c: str(names.get(c, f"class {c}")) for c in classes}
-        names = list(names)
-        if len(names) != len(classes):
-            raise ValueError(
-                f"class_names has {len(names)} names but the table has {len(classes)} foreground "
-                f"classes {classes}; give one name per foreground class (ascending id) or a dict"
-            )
-        return dict(zip(classes, names, strict=True))
+            out = {c: f"class {c}" for c in classes}
+        elif isinstance(names, Mapping):
+            out = {c: str(names.get(c, f"class {c}")) for c in classes}
+        else:
+            names = list(names)
+            if len(names) != len(classes):
+                raise ValueError(
+                    f"class_names has {len(names)} names but the table has {len(classes)} foreground "
+                    f"classes {classes}; give one name per foreground class (ascending id) or a dict"
+                )
+            out = dict(zip(classes, names, strict=True))
+        return {**out, **groups}
 
     # ------------------------------------------------------------------ summaries
     def summary(self) -> dict[str, Any]:
@@ -316,6 +356,7 @@ class MetricTable:
         """
         metrics = self.metrics
         names = self._name_map(None)
+        groups = self.groups
         classes: dict[str, Any] = {}
         class_means: dict[str, list[float]] = {m: [] for m in metrics}
         by_class: dict[int, list[Mapping[str, Any]]] = {}
@@ -332,17 +373,20 @@ class MetricTable:
                 "n_missed": sum(bool(r.get("pred_empty")) and not r.get("gt_empty") for r in rows),
                 "n_spurious": sum(bool(r.get("gt_empty")) and not r.get("pred_empty") for r in rows),
             }
+            if c in groups:
+                entry["group"] = True
             for m in metrics:
                 vals = [r.get(m) for r in rows]
                 mean, std, n = _mean_std(vals)
                 entry[m] = {"mean": mean, "std": std, "n": n, "excluded": len(rows) - n}
-                if n:
+                if n and c not in groups:
                     class_means[m].append(mean)
             classes[str(c)] = entry
 
         by_case: dict[str, list[Mapping[str, Any]]] = {}
         for r in self.rows:
-            by_case.setdefault(r["case"], []).append(r)
+            if not r.get("group"):  # the average is over labels; groups are extra rows
+                by_case.setdefault(r["case"], []).append(r)
         average: dict[str, Any] = {}
         for m in metrics:
             per_case = []
@@ -425,6 +469,7 @@ class MetricTable:
         definition and the number of excluded (NaN) values per metric.
 
         ``class_names``: one name per foreground class in ascending class id, or ``{id: name}``.
+        Label groups follow the classes under their group names and are not in ``Average``.
         """
         summ = self.summary()
         names = self._name_map(class_names)
@@ -460,6 +505,8 @@ class MetricTable:
         }
         hd_def = "pooled P95 (medpy)" if self.hd_method == "medpy" else "max of directed P95 (MONAI)"
         foot = f"mode: {self.mode}; HD95: {hd_def}; cases: {summ['num_cases']}"
+        if self.groups:
+            foot += "; label groups (not in Average): " + ", ".join(self.groups.values())
         if excluded:
             foot += "; excluded (NaN) values: " + ", ".join(
                 f"{_LABELS.get(m, m)} {n}" for m, n in excluded.items()
