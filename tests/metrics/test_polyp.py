@@ -144,10 +144,39 @@ def test_csv_and_markdown(tmp_path) -> None:
     res = ev.results()
     md = polyp_markdown({"Kvasir": res, "ETIS": {**res, "meanDic": 0.5}})
     lines = md.splitlines()
-    assert lines[0] == "| Dataset | mDice | mIoU | Fwβ | Sα | mEφ | maxEφ | MAE |"
+    assert lines[0] == TABLE_HEADER
     cells = lines[2].strip("| ").split(" | ")
-    expected = [res[k] for k in ("meanDic", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "MAE")]
+    expected = [res[k] for k in ("dice", "iou", "meanDic", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "MAE")]
     assert cells[0] == "Kvasir" and [float(c) for c in cells[1:]] == pytest.approx(expected, abs=5e-4)
-    assert lines[3].startswith("| ETIS | 0.500 |")
+    assert lines[3].split(" | ")[3] == "0.500"  # ETIS's mDice PraNet
     md2 = polyp_markdown({"Kvasir": res}, columns=[("Dice@0.5", "dice")], digits=4)
     assert md2.splitlines()[2] == f"| Kvasir | {res['dice']:.4f} |"
+
+
+TABLE_HEADER = "| Dataset | mDice@0.5 | mIoU@0.5 | mDice PraNet | mIoU PraNet | Fwβ | Sα | mEφ | maxEφ | MAE |"
+
+
+def test_table_columns_and_values_hand_made() -> None:
+    # 4x5 images (20 px), gt a 2x2 block (4 px). A: prob = gt (perfect). B: prob = 0.3 everywhere.
+    g = np.zeros((4, 5), dtype=np.uint8)
+    g[1:3, 1:3] = 255
+    ev = PolypEvaluator()
+    a = ev.add("a", (g > 0).astype(np.float64), g)
+    b = ev.add("b", np.full((4, 5), 0.3), g)
+    # Sweep: a mask equal to gt for t = 1/255..1 (Dice 1, IoU 1); at t = 0 every pixel is positive
+    # (Dice 2*4/(4+20) = 1/3, IoU 4/20). B is all positive for t = k/255 <= 0.3 (k = 0..76, 77 values), else 0.
+    mdice = ((255 + 1 / 3) / 256 + 77 * (1 / 3) / 256) / 2
+    miou = ((255 + 0.2) / 256 + 77 * 0.2 / 256) / 2
+    mae = (0.0 + (16 * 0.3 + 4 * 0.7) / 20) / 2  # 0.19
+    assert a["Sm"] == pytest.approx(1.0) and a["wFm"] == pytest.approx(1.0) and a["MAE"] == 0.0
+    res = ev.results()
+    md = polyp_markdown({"CVC-300": res, "Kvasir": res}, digits=6)
+    lines = md.splitlines()
+    assert lines[0] == TABLE_HEADER and len(lines) == 4
+    cells = [float(c) for c in lines[2].strip("| ").split(" | ")[1:]]
+    # Dice/IoU at 0.5: A 1 and B 0 (nothing >= 0.5) -> mean over images 0.5
+    assert cells[:4] == pytest.approx([0.5, 0.5, mdice, miou], abs=1e-6)
+    assert cells[4:6] == pytest.approx([(1 + b["wFm"]) / 2, (1 + b["Sm"]) / 2], abs=1e-6)
+    assert cells[6:8] == pytest.approx([res["meanEm"], res["maxEm"]], abs=1e-6)
+    assert cells[8] == pytest.approx(mae, abs=1e-6)
+    assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| CVC-300", "| Kvasir"]

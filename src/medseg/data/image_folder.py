@@ -42,7 +42,9 @@ PraNet layout (``format: pranet``, :class:`PraNetReader`)::
     root/TestDataset/<set>/{images,masks}/        -> one split per set ("CVC-300", "Kvasir", ...)
 
 Test-set case ids are ``<set>/<stem>`` (sets reuse file names); split ``test`` is the union of all
-test sets (unless a set is itself named ``test``). Singular ``image``/``mask`` folders are accepted.
+test sets (unless a set is itself named ``test``), and :meth:`PraNetReader.test_sets` names them
+(``medseg evaluate --split test`` scores each set separately). Singular ``image``/``mask`` folders
+are accepted.
 """
 
 from __future__ import annotations
@@ -416,6 +418,10 @@ class PraNetReader(ImageFolderReader):
             self._sets[name] = prefix
         return sources
 
+    def test_sets(self) -> list[str]:
+        """Names of the ``TestDataset/<set>`` folders (each one a split), in name order."""
+        return [name for name, prefix in self._sets.items() if prefix]
+
     def _listed(self) -> dict[str, list[str] | Path]:
         out: dict[str, list[str] | Path] = {}
         for name, prefix in self._sets.items():
@@ -423,7 +429,7 @@ class PraNetReader(ImageFolderReader):
                 out[name] = sorted(i for i in self._index if i.startswith(prefix))
             else:
                 out[name] = sorted(i for i in self._index if "/" not in i)
-        test_sets = [n for n, p in self._sets.items() if p]
+        test_sets = self.test_sets()
         if test_sets and "test" not in out:
             out["test"] = [i for n in test_sets for i in out[n]]  # type: ignore[union-attr]
         return out

@@ -1,4 +1,4 @@
-"""Evaluate a run on a split: per-image or volume-wise metrics, or the polyp protocol.
+"""Evaluate a run on one or several splits: per-image or volume-wise metrics, or the polyp protocol.
 
 The per-class tables also score each ``eval.label_groups`` entry (the union of its labels) as
 an extra binary class named by the group (MDA-U-Net's foreground organ ∪ tumour); groups appear in
@@ -9,13 +9,22 @@ every table but not in the average over labels.
 - ``volume``: every slice of a volume is predicted in batches, resized back and stacked; the
   metrics are computed on the 3D volume (TransUNet's protocol), in voxels unless
   ``eval.use_spacing`` (then in mm from the volume's spacing).
-- ``polyp``: M2SNet/PraNet's table (mDice, mIoU at 0.5 and over 256 thresholds, Fwβ, Sα, Eφ, MAE) on
-  probability maps min-max normalised per image, as PraNet's and MSNet's test scripts save them.
-- ``auto``: ``volume`` for volume cases, ``polyp`` when the recipe says so, else ``image``.
+- ``polyp``: M2SNet/PraNet's table (mDice and mIoU at 0.5 and over PraNet's 256 thresholds, Fwβ,
+  Sα, mean and max Eφ, MAE; :mod:`medseg.metrics.polyp`). Every probability map is **min-max
+  normalised per image before all polyp metrics**, the 0.5-threshold Dice/IoU included, because
+  the published numbers were computed that way (NOTES §2, §5.3): PraNet's ``MyTest.py`` saves
+  min-max normalised maps, and MSNet/M2SNet's ``metric.py`` min-max normalises each saved map.
+- ``auto``: ``volume`` for volume cases, else ``image`` (the polyp recipes set ``eval.protocol: polyp``).
 
-Outputs go to ``RUN_DIR/eval/<split>-<mode>/``: ``cases.csv`` (per case and class), ``summary.json``
-and ``table.md`` (mean ± std per class and overall); the polyp protocol writes ``polyp.csv`` and
-``polyp.md``.
+One split goes to ``RUN_DIR/eval/<split>-<mode>/``: ``cases.csv`` (per case and class),
+``summary.json`` and ``table.md`` (mean ± std per class and overall); the polyp protocol adds
+``polyp.csv`` (per image) and ``polyp.md``.
+
+Several splits (:func:`expand_splits`: ``--split CVC-300,Kvasir``, or ``--split test`` with the
+PraNet layout, which means every ``TestDataset/<set>``) go to ``RUN_DIR/eval/<name>-<mode>/``
+(``<name>`` is ``test`` or ``CVC-300+Kvasir``): one sub-folder per split with the files above, plus
+a combined ``polyp.md`` (one row per split), ``table.md`` and ``summary.json`` (``sets``: each
+split's summary).
 """
 
 from __future__ import annotations
@@ -59,8 +68,10 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s model on ``split`` of ``data`` (default: the training data's root).
 
-    ``run_dir`` is a run folder or an exported ``.onnx`` file (whose default output folder is
-    ``<file without .onnx>-eval/``); ``fast`` / ``compile`` as in :class:`~medseg.engine.predict.Predictor`.
+    ``split`` may name several splits (:func:`expand_splits`); they are then evaluated one by one
+    and combined (see the module docstring). ``run_dir`` is a run folder or an exported ``.onnx``
+    file (whose default output folder is ``<file without .onnx>-eval/``); ``fast`` / ``compile`` as
+    in :class:`~medseg.engine.predict.Predictor`.
     """
     from medseg.data.base import build_reader
 
@@ -72,15 +83,114 @@ def evaluate_run(
         raise MedsegError(f"data folder not found: {dcfg.root} (pass --data DIR)")
     split = split or dcfg.test_split
     mode = mode or cfg.eval.mode
+    protocol = protocol or cfg.eval.protocol
     reader = build_reader(dcfg)
-    ids = reader.ids(split)[:max_cases] if max_cases else reader.ids(split)
+    splits, several = expand_splits(reader, split)
     base = run_dir.with_name(run_dir.stem + "-eval") if run_dir.is_file() else run_dir / "eval"
+    info = {"checkpoint": checkpoint, "data": str(dcfg.root)}
+    if several:
+        name = "+".join(split_folder_name(s) for s in split.split(",") if s.strip())
+        out = Path(out_dir) if out_dir else base / f"{name}-{mode}"
+        return evaluate_splits(predictor, reader, splits, mode=mode, protocol=protocol, out=out,
+                               save_predictions=save_predictions, max_cases=max_cases, info=info)
+    split = splits[0]
     out = Path(out_dir) if out_dir else base / f"{split}-{mode}"
-    summary = evaluate_split(predictor, reader, ids, split=split, mode=mode, protocol=protocol or cfg.eval.protocol,
-                             out=out, save_predictions=save_predictions)
-    summary.update({"checkpoint": checkpoint, "data": str(dcfg.root)})
+    summary = evaluate_split(predictor, reader, split_ids(reader, split, max_cases), split=split, mode=mode,
+                             protocol=protocol, out=out, save_predictions=save_predictions)
+    summary.update(info)
     atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
     return summary
+
+
+def expand_splits(reader: Any, split: str) -> tuple[list[str], bool]:
+    """The splits ``split`` names, and whether it names several (the combined layout).
+
+    ``split`` is a name or comma-separated names (``CVC-300,Kvasir``). With the PraNet layout
+    (a reader with ``test_sets()``), ``test`` means every ``TestDataset/<set>``, each evaluated on
+    its own as PraNet and MSNet do, unless a set is itself named ``test``. Duplicates are dropped.
+    """
+    names = [s.strip() for s in split.split(",") if s.strip()]
+    if not names:
+        raise MedsegError(f"no split named in {split!r}")
+    test_sets = list(reader.test_sets()) if hasattr(reader, "test_sets") else []
+    out: list[str] = []
+    for name in names:
+        for s in test_sets if name == "test" and test_sets and "test" not in test_sets else [name]:
+            if s not in out:
+                out.append(s)
+    return out, len(names) > 1 or out != names
+
+
+def split_folder_name(split: str) -> str:
+    """A folder name for a split: a list file's stem (``splits/pranet_test.txt`` -> ``pranet_test``)."""
+    split = split.strip()
+    return Path(split).stem if split.endswith(".txt") else split.replace("/", "_").replace("\\", "_")
+
+
+def split_ids(reader: Any, split: str, max_cases: int | None = None) -> list[str]:
+    """Case ids of ``split`` (the first ``max_cases`` when given)."""
+    ids = reader.ids(split)
+    return ids[:max_cases] if max_cases else ids
+
+
+def evaluate_splits(
+    predictor: Any,
+    reader: Any,
+    splits: list[str],
+    *,
+    mode: str,
+    protocol: str,
+    out: Path,
+    save_predictions: bool = False,
+    max_cases: int | None = None,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate each split into ``out/<split>/`` and write the combined tables to ``out``.
+
+    The combined ``polyp.md`` has one row per split (polyp protocol); ``table.md`` adds one
+    paper-style row per split; ``summary.json`` holds each split's summary under ``sets``.
+    """
+    ids = {s: split_ids(reader, s, max_cases) for s in splits}  # unknown splits fail before any work
+    sets: dict[str, dict[str, Any]] = {}
+    for s in splits:
+        sub = out / split_folder_name(s)
+        summary = evaluate_split(predictor, reader, ids[s], split=s, mode=mode, protocol=protocol, out=sub,
+                                 save_predictions=save_predictions)
+        summary.update(info or {})
+        atomic_write_text(sub / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
+        sets[s] = summary
+    combined = combine_summaries(sets, mode=mode)
+    combined.update({**(info or {}), "out_dir": str(out)})
+    if "polyp" in combined:
+        atomic_write_text(out / "polyp.md", combined["polyp_markdown"])
+    atomic_write_text(out / "table.md", combined["markdown"] + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(_without_markdown(combined), indent=2, default=float))
+    return combined
+
+
+def combine_summaries(sets: dict[str, dict[str, Any]], *, mode: str) -> dict[str, Any]:
+    """One summary for several evaluated splits (see :func:`evaluate_splits`)."""
+    from medseg.metrics import polyp_markdown
+
+    first = next(iter(sets.values()))
+    rows = {s: paper_row_markdown(v, v["class_names"]).splitlines() for s, v in sets.items()}
+    head, sep = next(iter(rows.values()))[:2]
+    markdown = "\n".join(["| Dataset " + head, "|---" + sep] + [f"| {s} " + r[2] for s, r in rows.items()])
+    combined: dict[str, Any] = {
+        "splits": list(sets),
+        "protocol": first["protocol"],
+        "mode": mode,
+        "cases": sum(v["cases"] for v in sets.values()),
+        "seconds": round(sum(v["seconds"] for v in sets.values()), 2),
+        "sets": {s: _without_markdown(v) for s, v in sets.items()},
+    }
+    polyp = {s: v["polyp"] for s, v in sets.items() if "polyp" in v}
+    if polyp:
+        combined["polyp"] = polyp
+        combined["polyp_markdown"] = polyp_markdown(polyp)
+        markdown = combined["polyp_markdown"] + "\n\n" + markdown
+    combined["markdown"] = markdown
+    return combined
 
 
 def evaluate_split(
@@ -117,7 +227,7 @@ def evaluate_split(
 
         if num_classes != 2:
             raise MedsegError("the polyp protocol is binary: this run has more than two classes")
-        polyp = PolypEvaluator(minmax=True)  # PraNet and MSNet min-max normalise every probability map
+        polyp = PolypEvaluator(minmax=True)  # per-image min-max before every polyp metric (module docstring)
     groups = {g.name: list(g.labels) for g in cfg.eval.label_groups}
     start = time.perf_counter()
     for cid in ids:
@@ -146,7 +256,7 @@ def evaluate_split(
         presults = polyp.results()
         polyp.to_csv(out / "polyp.csv")
         pmd = polyp_markdown({split: presults})
-        atomic_write_text(out / "polyp.md", pmd + "\n")
+        atomic_write_text(out / "polyp.md", pmd)
         summary["polyp"] = presults
         markdown = pmd + "\n\n" + markdown
     summary["markdown"] = markdown
@@ -179,7 +289,7 @@ def paper_row_markdown(summary: dict[str, Any], names: list[str]) -> str:
 
 
 def _without_markdown(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in ("markdown",)}
+    return {k: v for k, v in summary.items() if k not in ("markdown", "polyp_markdown")}
 
 
 def _save_prediction(labels: np.ndarray, case: Any, out: Path, num_classes: int) -> None:

@@ -24,12 +24,27 @@ Per image:
 Dataset values (:meth:`PolypEvaluator.results`), as PraNet computes them: the Dice/IoU/E-measure
 curves are first **averaged over images per threshold**, then ``meanDic``/``meanIoU``/``meanEm``
 are the mean over thresholds and ``maxDic``/``maxIoU``/``maxEm`` the maximum over thresholds of
-that mean curve (so ``maxDic`` is *not* the mean of per-image maxima). All other values are means
-over images. The papers' ``mDice``/``mIoU`` columns are ``meanDic``/``meanIoU``.
+that mean curve (so ``maxDic`` is *not* the mean of per-image maxima). All other values, ``dice``
+and ``iou`` included, are means over images.
 
-``minmax=True`` min-max normalises each map first (``mapminmax`` in PraNet's ``main.m``; PraNet's
-and MSNet's test scripts also normalise before saving); constant maps are left unchanged, as
-``py_sod_metrics`` does. Off by default: the given probabilities are evaluated as they are.
+Min-max normalisation. ``minmax=True`` rescales each map to [0, 1] per image before **every**
+metric (the fixed-threshold ``dice``/``iou`` included); constant maps are left unchanged (MSNet's
+``utils/metric.py`` divides a constant 8-bit map by 255, i.e. the same probability). This is what
+the published numbers were computed on (NOTES §2, §5.3): PraNet's ``MyTest.py`` saves
+``sigmoid`` maps already min-max normalised; MSNet/M2SNet's ``prediction_rgb.py`` saves the plain
+sigmoid map as an 8-bit PNG and its ``metric.py`` min-max normalises each map it reads. A
+consequence: a map whose peak is low (say 0.1) is stretched to a peak of 1, so ``dice`` at 0.5 then
+counts its brightest pixels as foreground. The protocols also evaluate 8-bit PNGs (quantised to
+``k/255``); we score the float maps. :func:`medseg.engine.evaluate.evaluate_split` always passes
+``minmax=True``; this class defaults to ``False`` (the given probabilities as they are).
+
+Table (:func:`polyp_markdown`, :data:`POLYP_COLUMNS`), in the M2SNet/MSNet papers' column order
+(mDice, mIoU, Fwβ, Sα, Eφ^max, MAE, as listed in M2SNet §4.2), each pair of variants side by side:
+``mDice@0.5 | mIoU@0.5 | mDice PraNet | mIoU PraNet | Fwβ | Sα | mEφ | maxEφ | MAE``, where ``@0.5``
+are ``dice``/``iou`` (per image at threshold 0.5, mean over images) and ``PraNet`` are
+``meanDic``/``meanIoU`` (mean over the 256 thresholds). The papers' Eφ column is ``maxEφ``.
+MSNet's own ``metric.py`` reports a *soft* Dice (no threshold) and IoU at 0.5 (NOTES §2), so its
+Dice matches neither Dice column exactly.
 """
 
 from __future__ import annotations
@@ -49,7 +64,7 @@ from medseg.utils import atomic_write_text
 
 from .overlap import overlap_scores
 
-__all__ = ["PRANET_THRESHOLDS", "PolypEvaluator", "polyp_markdown", "binarize_gt"]
+__all__ = ["POLYP_COLUMNS", "PRANET_THRESHOLDS", "PolypEvaluator", "polyp_markdown", "binarize_gt"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +143,7 @@ class PolypEvaluator:
 
     Args:
         threshold: threshold of the fixed-threshold ``dice``/``iou`` (``prob >= threshold``).
-        minmax: min-max normalise each probability map first (PraNet's ``mapminmax``).
+        minmax: min-max normalise each probability map before every metric (see "Min-max normalisation").
     """
 
     def __init__(self, threshold: float = 0.5, minmax: bool = False) -> None:
@@ -245,10 +260,12 @@ class PolypEvaluator:
         return atomic_write_text(path, buf.getvalue())
 
 
-#: Columns of the M2SNet/PraNet tables: (header, results key).
+#: Columns of the polyp table, (header, results key), in the papers' order (see the module docstring).
 POLYP_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("mDice", "meanDic"),
-    ("mIoU", "meanIoU"),
+    ("mDice@0.5", "dice"),
+    ("mIoU@0.5", "iou"),
+    ("mDice PraNet", "meanDic"),
+    ("mIoU PraNet", "meanIoU"),
     ("Fwβ", "wFm"),
     ("Sα", "Sm"),
     ("mEφ", "meanEm"),
@@ -262,10 +279,10 @@ def polyp_markdown(
     digits: int = 3,
     columns: Sequence[tuple[str, str]] = POLYP_COLUMNS,
 ) -> str:
-    """Markdown table, one row per test set: ``Dataset | mDice | mIoU | Fwβ | Sα | mEφ | maxEφ | MAE``.
+    """Markdown table, one row per test set (``Dataset`` then :data:`POLYP_COLUMNS`).
 
-    ``mDice``/``mIoU`` are PraNet's ``meanDic``/``meanIoU`` (mean over 256 thresholds); pass
-    ``columns`` (header, key) pairs to show other keys, e.g. ``("Dice@0.5", "dice")``.
+    ``results_by_set`` maps a set name to its :meth:`PolypEvaluator.results`; rows keep its order.
+    A missing or non-finite value shows as ``–``. Pass ``columns`` (header, key) pairs to show other keys.
     """
     header = ["Dataset", *(h for h, _ in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
