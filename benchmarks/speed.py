@@ -117,7 +117,7 @@ def _fwd_bwd(model: torch.nn.Module, crit: Any, x: torch.Tensor, y: torch.Tensor
             feedback = [t.detach() for t in out.extras["feedback"]]
 
 
-def bench_train_step(steps: int, batch: int) -> None:
+def bench_train_step(steps: int, batch: int, size: int | None = None) -> None:
     from _timing import StepTimer
 
     from medseg.config import load_config
@@ -128,10 +128,13 @@ def bench_train_step(steps: int, batch: int) -> None:
     results = []
     for name in PAPER_MODELS:
         spec = TRAIN_SETUPS[name]
-        s = spec["size"]
+        s = size or spec["size"]
+        base = load_config(spec["recipe"], spec["set"])
+        # Lightning's global_step counts optimizer steps: MGRAD-UNet's per-pass feedback makes 3 a batch
+        per_batch = base.strategy.feedback_iters if (base.strategy.name, base.strategy.update) == ("feedback", "per_pass") else 1
         overrides = spec["set"] + [f"data.size=[{s},{s}]", f"data.batch_size={batch}", "data.multiscale=null",
-                                   f"trainer.max_steps={steps}", "trainer.max_epochs=1", "trainer.progress=false",
-                                   "trainer.overlays=0", "trainer.precision=32"]
+                                   f"trainer.max_steps={steps * per_batch}", "trainer.max_epochs=1", "trainer.progress=false",
+                                   "trainer.overlays=0", "trainer.precision=\"32\""]
         cfg = load_config(spec["recipe"], overrides)
         torch.manual_seed(0)
         task = SegTask(cfg)
@@ -295,10 +298,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="inference: timed forwards per measurement")
     ap.add_argument("--steps", type=int, default=6, help="train_step: steps per model")
     ap.add_argument("--batch", type=int, default=2, help="train_step: batch size")
+    ap.add_argument("--size", type=int, default=None, help="train_step: one size for every model (smoke runs)")
     ap.add_argument("--volumes", type=int, default=None, help="volume_eval: first N test volumes (default all)")
     ap.add_argument("--batches", type=int, default=20, help="data_loading: batches timed per setup")
     args = ap.parse_args()
-    jobs = {"inference": lambda: bench_inference(args.repeats), "train_step": lambda: bench_train_step(args.steps, args.batch),
+    jobs = {"inference": lambda: bench_inference(args.repeats), "train_step": lambda: bench_train_step(args.steps, args.batch, args.size),
             "volume_eval": lambda: bench_volume_eval(args.volumes), "data_loading": lambda: bench_data_loading(args.batches)}
     for name, job in jobs.items():
         if args.what in (name, "all"):
