@@ -357,9 +357,16 @@ def validate(data: dict[str, Any], where: str = "config") -> Config:
 
 
 def load_config(recipe: str = "quickstart", overrides: list[str] | None = None) -> Config:
-    """Load a built-in recipe by name or a YAML file, apply ``key=value`` overrides, validate."""
-    data = _resolve(recipe)
-    data = apply_overrides(data, overrides or [])
+    """Load a built-in recipe by name or a YAML file, apply ``key=value`` overrides, validate.
+
+    Order: the recipe (and its ``base:`` chain), then its presets (``preset=NAME`` among the overrides
+    chooses them), then every other override -- so an explicit ``--set`` always wins over a preset.
+    """
+    overrides = overrides or []
+    is_preset = [parse_override(o)[0] == ["preset"] for o in overrides]
+    data = apply_overrides(_resolve(recipe), [o for o, p in zip(overrides, is_preset) if p])
+    data = _apply_presets(data)
+    data = apply_overrides(data, [o for o, p in zip(overrides, is_preset) if not p])
     return validate(data, where=f"recipe {recipe}")
 
 

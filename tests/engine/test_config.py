@@ -71,3 +71,13 @@ def test_label_groups_per_recipe_and_errors():
         load_config("mda_unet_kits", ["eval.label_groups={fg: [0, 1]}"])
     with pytest.raises(ConfigError, match="'kidney': the name is already a class name"):
         load_config("mda_unet_kits", ["eval.label_groups={kidney: [1]}"])
+
+
+def test_explicit_overrides_win_over_presets():
+    # the `cpu` preset of m2snet_polyp sets max_epochs 3 and size 160; explicit --set values must win,
+    # whether preset= comes before or after them
+    for order in (["preset=cpu", "trainer.max_epochs=4"], ["trainer.max_epochs=4", "preset=cpu"]):
+        cfg = load_config("m2snet_polyp", order)
+        assert cfg.trainer.max_epochs == 4
+        assert cfg.data.size == (160, 160) or list(cfg.data.size) == [160, 160]  # the preset still applies
+    assert load_config("m2snet_polyp", ["preset=cpu"]).trainer.max_epochs == 3
