@@ -98,6 +98,12 @@ def test_models_lists_registry():
         (["train", "--model", "nope"], "unknown model"),
         (["train", "--data", "/does/not/exist"], "data folder not found"),
         (["train", "--set", "optim.lr"], "key=value"),
+        (["train", "--data", "{ct}", "--set", "loss.terms=[{loss: nope}]"], "loss.terms[0]: unknown loss 'nope'; valid names:"),
+        (["train", "--data", "{ct}", "--set", "model.kwargs={featurs: [4]}"], "model 'unet': bad model.kwargs"),
+        (["train", "--data", "{ct}", "--set", "data.size=[72,64]"], "data.size: 72x64 is not a multiple of model unet's stride 16; nearest valid size is 64x64"),
+        (["train", "--data", "{ct}", "--set", "data.multiscale=[64,40]"], "data.multiscale: 40x40 is not a multiple"),
+        (["train", "--data", "{ct}", "--set", "loss.terms=[{loss: ce}, {loss: ce, output: aux/deep}]"],
+         "loss.terms[1] (ce): model unet has no output 'aux/deep'; available: logits"),
         (["evaluate", "/does/not/exist"], "run folder not found"),
         (["predict", "/does/not/exist", "--input", "x", "--output", "y"], "run folder not found"),
         (["data", "builtin", "nope", "--out", "x"], "unknown built-in"),
@@ -110,11 +116,27 @@ def test_models_lists_registry():
         (["predict", "/does/not/exist.onnx", "--input", "x", "--output", "y"], "ONNX file not found"),
     ],
 )
-def test_user_errors_are_one_line_exit_2(args, needle):
-    res = runner.invoke(app, args)
+def test_user_errors_are_one_line_exit_2(args, needle, ct_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder runs/<name>-<time> would appear here
+    res = runner.invoke(app, [a.replace("{ct}", str(ct_data)) for a in args])
     assert res.exit_code == 2, res.output
-    assert needle in res.output
+    assert needle in " ".join(res.output.split())  # rich may wrap a long line
     assert "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_data_error_leaves_no_run_folder(tmp_path, monkeypatch):
+    """A bad data folder fails before the run folder exists (default and --out)."""
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    (bad / "masks").mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(bad / "images" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--out", str(tmp_path / "run")]):
+        res = runner.invoke(app, ["train", "--data", str(bad), *extra])
+        assert res.exit_code == 2, res.output
+        assert "a.png" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "run").exists()
 
 
 def test_predict_and_evaluate_fast_path_equal_plain_path(run_dir, ct_data, tmp_path):

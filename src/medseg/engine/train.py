@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -252,20 +253,75 @@ def fit(
 
 def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
          callbacks: list[Callback] | None = None) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Every check (config, model, data) runs before the run folder is created: a mistake leaves nothing behind.
     cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
-    if not resumed:
-        save_config(cfg, run_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegTask(cfg)
+    check_model_fits_config(cfg, task.model)
     dm = SegDataModule(cfg)
     dm.setup("fit")
     trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None, callbacks=callbacks)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        save_config(cfg, run_dir / "config.yaml")
     start = time.perf_counter()
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         write_train_summary(cfg, run_dir, trainer, task, time.perf_counter() - start, resumed=resumed)
     return run_dir
+
+
+def check_model_fits_config(cfg: Config, model: torch.nn.Module) -> None:
+    """Fail before training when a training size or a loss term's output does not fit the model."""
+    check_training_sizes(cfg, int(getattr(model, "stride", 1)))
+    check_loss_outputs(cfg, model)
+
+
+def check_training_sizes(cfg: Config, stride: int) -> None:
+    """``data.size`` and every ``data.multiscale`` size must be multiples of the model's stride."""
+    from medseg.layers.resize import nearest_valid_size
+
+    d = cfg.data
+    sizes = [("data.size", tuple(d.size))] + [("data.multiscale", (s, s)) for s in d.multiscale or []]
+    for key, (h, w) in sizes:
+        if h % stride or w % stride:
+            valid = f"{nearest_valid_size(h, stride)}x{nearest_valid_size(w, stride)}"
+            raise ConfigError(f"{key}: {h}x{w} is not a multiple of model {cfg.model.name}'s stride {stride}; "
+                              f"nearest valid size is {valid}")
+
+
+@torch.no_grad()
+def check_loss_outputs(cfg: Config, model: torch.nn.Module) -> None:
+    """Every ``aux/<name>`` a loss term names must be an output of the model (one eval forward on zeros)."""
+    wanted = [(i, t.loss, o) for i, t in enumerate(cfg.loss.terms) for o in (t.outputs or [t.output])]
+    if all(o == "logits" for _, _, o in wanted):
+        return
+    was_training = model.training
+    model.eval()  # no batch-norm statistics are updated
+    try:
+        names = probe_output_names(model, cfg.data.in_channels, tuple(cfg.data.size))
+    finally:
+        model.train(was_training)
+    for i, loss, o in wanted:
+        if o not in names:
+            raise ConfigError(f"loss.terms[{i}] ({loss}): model {cfg.model.name} has no output {o!r}; "
+                              f"available: {', '.join(names)}")
+
+
+def probe_output_names(model: torch.nn.Module, in_channels: int, size: tuple[int, int]) -> list[str]:
+    """The model's output names (``logits``, ``aux/<name>``), from a forward at a small valid size.
+
+    The names do not depend on the size; a forward at a paper's 512x512 takes ~20 s on a CPU.
+    Architectures that need a larger input are probed at ``size`` (the training size).
+    """
+    stride = int(getattr(model, "stride", 1))
+    small = stride * max(1, math.ceil(32 / stride))
+    if small < min(size):
+        try:
+            return model(torch.zeros(1, in_channels, small, small)).names()
+        except Exception:  # fall back to the size training will use
+            pass
+    return model(torch.zeros(1, in_channels, *size)).names()
 
 
 def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: SegTask, seconds: float, resumed: bool) -> None:
