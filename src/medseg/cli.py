@@ -103,7 +103,7 @@ def _print_train_summary(run_dir: Path) -> None:
     best = s.get("best_val")
     console.print(
         f"[green]done[/] in {s.get('train_seconds', 0):.0f} s: {s.get('epochs')} epochs, {s.get('steps')} steps"
-        + (f", best validation Dice {best:.4f}" if best is not None else "")
+        + (f", best validation {s.get('val_metric', 'dice')} {best:.4f}" if best is not None else "")
         + f"\nrun folder: {run_dir}"
     )
 

@@ -104,6 +104,7 @@ def test_models_lists_registry():
         (["train", "--data", "{ct}", "--set", "data.multiscale=[64,40]"], "data.multiscale: 40x40 is not a multiple"),
         (["train", "--data", "{ct}", "--set", "loss.terms=[{loss: ce}, {loss: ce, output: aux/deep}]"],
          "loss.terms[1] (ce): model unet has no output 'aux/deep'; available: logits"),
+        (["train", "--data", "{ct}", "--set", "trainer.val_metric=iou"], "trainer.val_metric"),
         (["evaluate", "/does/not/exist"], "run folder not found"),
         (["predict", "/does/not/exist", "--input", "x", "--output", "y"], "run folder not found"),
         (["data", "builtin", "nope", "--out", "x"], "unknown built-in"),

@@ -1,12 +1,27 @@
-"""engine/train.py: the checks that run before training."""
+"""engine/train.py: checkpoint selection by trainer.val_metric and the checks that run before training."""
 
 from __future__ import annotations
 
 import pytest
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from medseg.config import ConfigError, load_config
-from medseg.engine.train import check_loss_outputs, check_training_sizes
+from medseg.engine.train import build_trainer, check_loss_outputs, check_training_sizes
 from medseg.models import build_model
+
+
+@pytest.mark.parametrize("metric,mode", [("dice", "max"), ("loss", "min")])
+def test_best_checkpoint_mode_follows_val_metric(metric, mode, tmp_path):
+    cfg = load_config("quickstart", [f"trainer.val_metric={metric}", "trainer.progress=false"])
+    trainer = build_trainer(cfg, tmp_path / "run", has_val=True)
+    best = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor]
+    assert [(c.monitor, c.mode) for c in best] == [(f"val/{metric}", mode)]
+    assert not (tmp_path / "run").exists()  # building the trainer writes nothing
+
+
+def test_unknown_val_metric_is_a_config_error():
+    with pytest.raises(ConfigError, match="trainer.val_metric"):
+        load_config("quickstart", ["trainer.val_metric=iou"])
 
 
 def test_training_sizes_must_fit_the_stride():

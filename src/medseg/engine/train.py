@@ -2,8 +2,12 @@
 
 Run folder: ``config.yaml`` (resolved), ``checkpoints/{best,last}.ckpt``, ``metrics.csv``, ``tb/``
 (TensorBoard), ``summary.json``, ``curves.png``, ``overlays/``. ``best`` is chosen on the
-validation split only (never the test split); ``last`` is written at every epoch end and every
-``trainer.checkpoint_every_n_steps`` steps, so an interrupted run resumes close to where it stopped.
+validation split only (never the test split), by ``trainer.val_metric`` (highest Dice or lowest loss);
+``last`` is written at every epoch end and every ``trainer.checkpoint_every_n_steps`` steps, so an
+interrupted run resumes close to where it stopped.
+
+The run folder is created only once the config, the model and the data have passed their checks
+(training sizes against the model's stride, the outputs the loss terms name): a mistake leaves nothing.
 """
 
 from __future__ import annotations
@@ -139,6 +143,10 @@ class Overlays(Callback):
         pl_module.train(was_training)
 
 
+#: How ``trainer.val_metric`` picks ``best.ckpt``: the highest Dice, the lowest loss.
+VAL_METRIC_MODES = {"dice": "max", "loss": "min"}
+
+
 def make_run_dir(cfg: Config, out: str | Path | None) -> Path:
     env = os.environ.get("MEDSEG_RUN_DIR")
     if env and os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP worker re-running the CLI: rank 0's folder
@@ -159,7 +167,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
                 dirpath=ckdir,
                 filename="best",
                 monitor=f"val/{t.val_metric}",
-                mode="max",
+                mode=VAL_METRIC_MODES[t.val_metric],
                 save_top_k=1,
                 save_last=True,
                 enable_version_counter=False,
@@ -339,6 +347,7 @@ def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: S
         "train_seconds": round(prev.get("train_seconds", 0.0) + seconds, 2),
         "resumed": prev.get("resumed", 0) + int(resumed),
         "device": str(task.device),
+        "val_metric": cfg.trainer.val_metric,
         "best_val": None if best is None or best.best_model_score is None else float(best.best_model_score),
         "best_checkpoint": None if best is None or not best.best_model_path else "checkpoints/best.ckpt",
         "history": history.rows if history else [],
