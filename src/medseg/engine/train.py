@@ -66,6 +66,10 @@ class History(Callback):
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.rows: list[dict[str, float]] = []
+        self.start_step = 0  # global step this session started from (a resumed run: the checkpoint's)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_step = int(trainer.global_step)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
@@ -169,13 +173,13 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
                 monitor=f"val/{t.val_metric}",
                 mode=VAL_METRIC_MODES[t.val_metric],
                 save_top_k=1,
-                save_last=True,
                 enable_version_counter=False,
                 auto_insert_metric_name=False,
             )
         )
-    else:
-        cbs.append(ModelCheckpoint(dirpath=ckdir, filename="last", save_top_k=1, enable_version_counter=False))
+    # ``last`` at every epoch end (Lightning's ``save_last`` writes only when ``best`` improved) and every N steps
+    cbs.append(ModelCheckpoint(dirpath=ckdir, filename="last", save_top_k=1, save_on_train_epoch_end=True,
+                               enable_version_counter=False))
     cbs.append(
         ModelCheckpoint(
             dirpath=ckdir,
@@ -344,6 +348,7 @@ def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: S
         "params": count_parameters(task.model),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        "start_step": history.start_step if history else 0,
         "train_seconds": round(prev.get("train_seconds", 0.0) + seconds, 2),
         "resumed": prev.get("resumed", 0) + int(resumed),
         "device": str(task.device),
