@@ -122,6 +122,7 @@ def evaluate(
     save_predictions: Annotated[bool, typer.Option(help="Also write the predicted masks / volumes.")] = False,
     fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a data.* or eval.* value of the run's config: key=value (repeatable).")] = None,
 ) -> None:
     """Evaluate a trained run (or an exported .onnx file) on a split: per-case CSV, summary JSON, Markdown table."""
     if mode is not None and mode not in ("paper", "strict"):
@@ -133,7 +134,7 @@ def evaluate(
 
         summary = evaluate_run(run_dir, data=data, split=split, mode=mode, protocol=protocol, checkpoint=checkpoint,
                                device=device, out_dir=out, save_predictions=save_predictions, fast=fast,
-                               compile=compile)
+                               compile=compile, overrides=set_)
     except _user_error_types() as err:
         _fail(str(err))
     from rich.markdown import Markdown

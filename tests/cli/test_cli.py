@@ -68,6 +68,27 @@ def test_evaluate_writes_tables(run_dir, ct_data):
     assert (out / "cases.csv").read_text().count("\n") > summary["cases"]
 
 
+def test_evaluate_2d_run_volume_wise_on_the_hu_volumes(run_dir, ct_data, tmp_path):
+    """A run trained on the windowed PNG slices, evaluated on DIR/volumes (HU NIfTI) through --set."""
+    from medseg.data.builtin import CT_WINDOW
+
+    level, width = CT_WINDOW
+    assert (level - width / 2, level + width / 2) == (-160, 240)  # the PNGs' window, as HU
+    vols = ct_data / "volumes"
+    dices = {}
+    for name, norm in (("window", "{kind: window, window: [-160, 240]}"), ("raw", "{kind: unit}")):
+        out = tmp_path / name
+        res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(vols), "--split", "test", "--out", str(out),
+                                  "--set", "data.format=nnunet_raw", "--set", f"data.normalize={norm}",
+                                  "--set", "eval.protocol=volume"])
+        assert res.exit_code == 0, res.output
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["protocol"] == "volume" and summary["data"] == str(vols)
+        assert summary["cases"] == len((vols / "splits" / "test.txt").read_text().split())
+        dices[name] = summary["classes"]["1"]["dice"]["mean"]  # the liver: what two tiny epochs learn
+    assert dices["window"] > dices["raw"] + 0.1, dices  # HU read as if in [0, 1] is another image
+
+
 def test_predict_writes_masks_at_each_images_own_size(run_dir, ct_data, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -106,6 +127,8 @@ def test_models_lists_registry():
          "loss.terms[1] (ce): model unet has no output 'aux/deep'; available: logits"),
         (["train", "--data", "{ct}", "--set", "trainer.val_metric=iou"], "trainer.val_metric"),
         (["evaluate", "/does/not/exist"], "run folder not found"),
+        (["evaluate", "/does/not/exist", "--set", "model.name=unet"], "only data.* and eval.* keys"),
+        (["evaluate", "/does/not/exist", "--set", "data.num_classes=3"], "fixed by the trained model"),
         (["predict", "/does/not/exist", "--input", "x", "--output", "y"], "run folder not found"),
         (["data", "builtin", "nope", "--out", "x"], "unknown built-in"),
         (["evaluate", "x", "--mode", "loose"], "--mode"),
