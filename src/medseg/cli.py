@@ -38,7 +38,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def _fail(msg: str) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -101,7 +103,7 @@ def _print_train_summary(run_dir: Path) -> None:
     best = s.get("best_val")
     console.print(
         f"[green]done[/] in {s.get('train_seconds', 0):.0f} s: {s.get('epochs')} epochs, {s.get('steps')} steps"
-        + (f", best validation Dice {best:.4f}" if best is not None else "")
+        + (f", best validation {s.get('val_metric', 'dice')} {best:.4f}" if best is not None else "")
         + f"\nrun folder: {run_dir}"
     )
 
@@ -120,6 +122,7 @@ def evaluate(
     save_predictions: Annotated[bool, typer.Option(help="Also write the predicted masks / volumes.")] = False,
     fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a data.* or eval.* value of the run's config: key=value (repeatable).")] = None,
 ) -> None:
     """Evaluate a trained run (or an exported .onnx file) on one or several splits: per-case CSV, summary JSON, Markdown table."""
     if mode is not None and mode not in ("paper", "strict"):
@@ -131,7 +134,7 @@ def evaluate(
 
         summary = evaluate_run(run_dir, data=data, split=split, mode=mode, protocol=protocol, checkpoint=checkpoint,
                                device=device, out_dir=out, save_predictions=save_predictions, fast=fast,
-                               compile=compile)
+                               compile=compile, overrides=set_)
     except _user_error_types() as err:
         _fail(str(err))
     from rich.markdown import Markdown

@@ -161,7 +161,7 @@ class TrainerConfig(_Strict):
     check_val_every_n_epoch: int = 1
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
-    val_metric: str = "dice"
+    val_metric: Literal["dice", "loss"] = "dice"  # selects checkpoints/best.ckpt: max Dice or min loss
     log_every_n_steps: int = 10
     overlays: int = 4
     checkpoint_every_n_steps: int = 50  # also write checkpoints/last.ckpt mid-epoch (for --resume)

@@ -68,6 +68,27 @@ def test_evaluate_writes_tables(run_dir, ct_data):
     assert (out / "cases.csv").read_text().count("\n") > summary["cases"]
 
 
+def test_evaluate_2d_run_volume_wise_on_the_hu_volumes(run_dir, ct_data, tmp_path):
+    """A run trained on the windowed PNG slices, evaluated on DIR/volumes (HU NIfTI) through --set."""
+    from medseg.data.builtin import CT_WINDOW
+
+    level, width = CT_WINDOW
+    assert (level - width / 2, level + width / 2) == (-160, 240)  # the PNGs' window, as HU
+    vols = ct_data / "volumes"
+    dices = {}
+    for name, norm in (("window", "{kind: window, window: [-160, 240]}"), ("raw", "{kind: unit}")):
+        out = tmp_path / name
+        res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(vols), "--split", "test", "--out", str(out),
+                                  "--set", "data.format=nnunet_raw", "--set", f"data.normalize={norm}",
+                                  "--set", "eval.protocol=volume"])
+        assert res.exit_code == 0, res.output
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["protocol"] == "volume" and summary["data"] == str(vols)
+        assert summary["cases"] == len((vols / "splits" / "test.txt").read_text().split())
+        dices[name] = summary["classes"]["1"]["dice"]["mean"]  # the liver: what two tiny epochs learn
+    assert dices["window"] > dices["raw"] + 0.1, dices  # HU read as if in [0, 1] is another image
+
+
 def test_predict_writes_masks_at_each_images_own_size(run_dir, ct_data, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -98,7 +119,16 @@ def test_models_lists_registry():
         (["train", "--model", "nope"], "unknown model"),
         (["train", "--data", "/does/not/exist"], "data folder not found"),
         (["train", "--set", "optim.lr"], "key=value"),
+        (["train", "--data", "{ct}", "--set", "loss.terms=[{loss: nope}]"], "loss.terms[0]: unknown loss 'nope'; valid names:"),
+        (["train", "--data", "{ct}", "--set", "model.kwargs={featurs: [4]}"], "model 'unet': bad model.kwargs"),
+        (["train", "--data", "{ct}", "--set", "data.size=[72,64]"], "data.size: 72x64 is not a multiple of model unet's stride 16; nearest valid size is 64x64"),
+        (["train", "--data", "{ct}", "--set", "data.multiscale=[64,40]"], "data.multiscale: 40x40 is not a multiple"),
+        (["train", "--data", "{ct}", "--set", "loss.terms=[{loss: ce}, {loss: ce, output: aux/deep}]"],
+         "loss.terms[1] (ce): model unet has no output 'aux/deep'; available: logits"),
+        (["train", "--data", "{ct}", "--set", "trainer.val_metric=iou"], "trainer.val_metric"),
         (["evaluate", "/does/not/exist"], "run folder not found"),
+        (["evaluate", "/does/not/exist", "--set", "model.name=unet"], "only data.* and eval.* keys"),
+        (["evaluate", "/does/not/exist", "--set", "data.num_classes=3"], "fixed by the trained model"),
         (["predict", "/does/not/exist", "--input", "x", "--output", "y"], "run folder not found"),
         (["data", "builtin", "nope", "--out", "x"], "unknown built-in"),
         (["evaluate", "x", "--mode", "loose"], "--mode"),
@@ -110,11 +140,27 @@ def test_models_lists_registry():
         (["predict", "/does/not/exist.onnx", "--input", "x", "--output", "y"], "ONNX file not found"),
     ],
 )
-def test_user_errors_are_one_line_exit_2(args, needle):
-    res = runner.invoke(app, args)
+def test_user_errors_are_one_line_exit_2(args, needle, ct_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder runs/<name>-<time> would appear here
+    res = runner.invoke(app, [a.replace("{ct}", str(ct_data)) for a in args])
     assert res.exit_code == 2, res.output
-    assert needle in res.output
+    assert needle in " ".join(res.output.split())  # rich may wrap a long line
     assert "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_data_error_leaves_no_run_folder(tmp_path, monkeypatch):
+    """A bad data folder fails before the run folder exists (default and --out)."""
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    (bad / "masks").mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(bad / "images" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--out", str(tmp_path / "run")]):
+        res = runner.invoke(app, ["train", "--data", str(bad), *extra])
+        assert res.exit_code == 2, res.output
+        assert "a.png" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "run").exists()
 
 
 def test_predict_and_evaluate_fast_path_equal_plain_path(run_dir, ct_data, tmp_path):

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medseg.config import LossTerm
+from medseg.config import ConfigError, LossTerm
 from medseg.losses import Criterion, build_loss, loss_names, resize_target
 from medseg.models import SegOutput
 
@@ -47,9 +47,16 @@ def test_dice_ce_weights():
 
 
 def test_unknown_loss_lists_names():
-    with pytest.raises(KeyError, match="dice_ce"):
+    with pytest.raises(ConfigError, match="dice_ce"):
         build_loss("nope")
     assert {"dice", "ce", "bce", "dice_ce"} <= set(loss_names())
+
+
+def test_criterion_config_errors_name_the_term():
+    with pytest.raises(ConfigError, match=r"loss.terms\[1\]: unknown loss 'nope'; valid names: .*dice_ce"):
+        Criterion([LossTerm(loss="ce"), LossTerm(loss="nope")])
+    with pytest.raises(ConfigError, match=r"loss.terms\[0\]: loss 'dice_ce': bad kwargs: .*cee_weight"):
+        Criterion([LossTerm(loss="dice_ce", kwargs={"cee_weight": 1.0})])
 
 
 def test_resize_target_nearest():

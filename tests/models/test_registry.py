@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from medseg.config import ConfigError
 from medseg.models import SegOutput, build_model, count_parameters, get_entry, list_models, model_names
 
 # Trainable parameters with in_channels=3, out_channels=1 (the `medseg models` listing), recorded.
@@ -29,8 +30,13 @@ def test_registry_lists_every_model():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(KeyError, match="valid names: .*unet"):
+    with pytest.raises(ConfigError, match="valid names: .*unet"):
         build_model("nope")
+
+
+def test_bad_model_kwarg_is_a_config_error():
+    with pytest.raises(ConfigError, match="model 'unet': bad model.kwargs: .*featurs"):
+        build_model("unet", 1, 2, featurs=[4, 4, 8, 8, 8, 4])
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -25,6 +25,11 @@ PraNet layout, which means every ``TestDataset/<set>``) go to ``RUN_DIR/eval/<na
 (``<name>`` is ``test`` or ``CVC-300+Kvasir``): one sub-folder per split with the files above, plus
 a combined ``polyp.md`` (one row per split), ``table.md`` and ``summary.json`` (``sets``: each
 split's summary).
+
+``overrides`` (``medseg evaluate --set key=value``) change ``data.*`` and ``eval.*`` keys of the run's
+stored config, e.g. to evaluate a model trained on the built-in 2D PNG slices (windowed to
+[-160, 240] HU) volume-wise on the HU volumes: ``--set data.format=nnunet_raw --set
+"data.normalize={kind: window, window: [-160, 240]}"``.
 """
 
 from __future__ import annotations
@@ -37,10 +42,31 @@ from typing import Any
 
 import numpy as np
 
+from medseg.config import Config, ConfigError, apply_overrides, parse_override, validate
 from medseg.engine.predict import Predictor
 from medseg.utils import MedsegError, atomic_write_text
 
 _log = logging.getLogger(__name__)
+
+#: ``data.*`` keys the trained model fixes: ``evaluate --set`` cannot change them.
+FIXED_BY_MODEL = ("data.num_classes", "data.in_channels")
+
+
+def check_eval_overrides(overrides: list[str]) -> None:
+    """``evaluate --set`` changes only ``data.*`` and ``eval.*`` keys, and not those the model fixes."""
+    for item in overrides:
+        keys, _ = parse_override(item)
+        key = ".".join(keys)
+        if len(keys) < 2 or keys[0] not in ("data", "eval"):
+            raise ConfigError(f"--set {item}: evaluate changes only data.* and eval.* keys of the run's config")
+        if key in FIXED_BY_MODEL:
+            raise ConfigError(f"--set {item}: {key} is fixed by the trained model")
+
+
+def with_overrides(cfg: Config, overrides: list[str], where: str) -> Config:
+    """The run's config with ``evaluate --set`` overrides applied and validated."""
+    check_eval_overrides(overrides)
+    return validate(apply_overrides(cfg.to_dict(), overrides), where=f"{where} with --set")
 
 
 def class_names_for(cfg: Any, reader: Any) -> list[str]:
@@ -65,18 +91,25 @@ def evaluate_run(
     max_cases: int | None = None,
     fast: bool | None = None,
     compile: bool = False,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s model on ``split`` of ``data`` (default: the training data's root).
 
     ``split`` may name several splits (:func:`expand_splits`); they are then evaluated one by one
     and combined (see the module docstring). ``run_dir`` is a run folder or an exported ``.onnx``
     file (whose default output folder is ``<file without .onnx>-eval/``); ``fast`` / ``compile`` as
-    in :class:`~medseg.engine.predict.Predictor`.
+    in :class:`~medseg.engine.predict.Predictor`;
+    ``overrides``: ``key=value`` items applied to the run's ``data.*`` / ``eval.*`` config.
     """
     from medseg.data.base import build_reader
 
     run_dir = Path(run_dir)
+    check_eval_overrides(overrides or [])
     predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile)
+    if overrides:
+        onnx = run_dir.suffix.lower() == ".onnx"  # onnxruntime optimises its graph itself: no fast path
+        cfg = with_overrides(predictor.cfg, overrides, where=str(run_dir))
+        predictor = Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile)
     cfg = predictor.cfg
     dcfg = cfg.data.model_copy(update={"root": str(data)}) if data else cfg.data
     if not dcfg.root or not Path(dcfg.root).exists():

@@ -2,8 +2,12 @@
 
 Run folder: ``config.yaml`` (resolved), ``checkpoints/{best,last}.ckpt``, ``metrics.csv``, ``tb/``
 (TensorBoard), ``summary.json``, ``curves.png``, ``overlays/``. ``best`` is chosen on the
-validation split only (never the test split); ``last`` is written at every epoch end and every
-``trainer.checkpoint_every_n_steps`` steps, so an interrupted run resumes close to where it stopped.
+validation split only (never the test split), by ``trainer.val_metric`` (highest Dice or lowest loss);
+``last`` is written at every epoch end and every ``trainer.checkpoint_every_n_steps`` steps, so an
+interrupted run resumes close to where it stopped.
+
+The run folder is created only once the config, the model and the data have passed their checks
+(training sizes against the model's stride, the outputs the loss terms name): a mistake leaves nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -61,6 +66,10 @@ class History(Callback):
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.rows: list[dict[str, float]] = []
+        self.start_step = 0  # global step this session started from (a resumed run: the checkpoint's)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_step = int(trainer.global_step)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
@@ -138,6 +147,10 @@ class Overlays(Callback):
         pl_module.train(was_training)
 
 
+#: How ``trainer.val_metric`` picks ``best.ckpt``: the highest Dice, the lowest loss.
+VAL_METRIC_MODES = {"dice": "max", "loss": "min"}
+
+
 def make_run_dir(cfg: Config, out: str | Path | None) -> Path:
     env = os.environ.get("MEDSEG_RUN_DIR")
     if env and os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP worker re-running the CLI: rank 0's folder
@@ -158,15 +171,15 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
                 dirpath=ckdir,
                 filename="best",
                 monitor=f"val/{t.val_metric}",
-                mode="max",
+                mode=VAL_METRIC_MODES[t.val_metric],
                 save_top_k=1,
-                save_last=True,
                 enable_version_counter=False,
                 auto_insert_metric_name=False,
             )
         )
-    else:
-        cbs.append(ModelCheckpoint(dirpath=ckdir, filename="last", save_top_k=1, enable_version_counter=False))
+    # ``last`` at every epoch end (Lightning's ``save_last`` writes only when ``best`` improved) and every N steps
+    cbs.append(ModelCheckpoint(dirpath=ckdir, filename="last", save_top_k=1, save_on_train_epoch_end=True,
+                               enable_version_counter=False))
     cbs.append(
         ModelCheckpoint(
             dirpath=ckdir,
@@ -252,20 +265,75 @@ def fit(
 
 def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
          callbacks: list[Callback] | None = None) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Every check (config, model, data) runs before the run folder is created: a mistake leaves nothing behind.
     cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
-    if not resumed:
-        save_config(cfg, run_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegTask(cfg)
+    check_model_fits_config(cfg, task.model)
     dm = SegDataModule(cfg)
     dm.setup("fit")
     trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None, callbacks=callbacks)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        save_config(cfg, run_dir / "config.yaml")
     start = time.perf_counter()
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         write_train_summary(cfg, run_dir, trainer, task, time.perf_counter() - start, resumed=resumed)
     return run_dir
+
+
+def check_model_fits_config(cfg: Config, model: torch.nn.Module) -> None:
+    """Fail before training when a training size or a loss term's output does not fit the model."""
+    check_training_sizes(cfg, int(getattr(model, "stride", 1)))
+    check_loss_outputs(cfg, model)
+
+
+def check_training_sizes(cfg: Config, stride: int) -> None:
+    """``data.size`` and every ``data.multiscale`` size must be multiples of the model's stride."""
+    from medseg.layers.resize import nearest_valid_size
+
+    d = cfg.data
+    sizes = [("data.size", tuple(d.size))] + [("data.multiscale", (s, s)) for s in d.multiscale or []]
+    for key, (h, w) in sizes:
+        if h % stride or w % stride:
+            valid = f"{nearest_valid_size(h, stride)}x{nearest_valid_size(w, stride)}"
+            raise ConfigError(f"{key}: {h}x{w} is not a multiple of model {cfg.model.name}'s stride {stride}; "
+                              f"nearest valid size is {valid}")
+
+
+@torch.no_grad()
+def check_loss_outputs(cfg: Config, model: torch.nn.Module) -> None:
+    """Every ``aux/<name>`` a loss term names must be an output of the model (one eval forward on zeros)."""
+    wanted = [(i, t.loss, o) for i, t in enumerate(cfg.loss.terms) for o in (t.outputs or [t.output])]
+    if all(o == "logits" for _, _, o in wanted):
+        return
+    was_training = model.training
+    model.eval()  # no batch-norm statistics are updated
+    try:
+        names = probe_output_names(model, cfg.data.in_channels, tuple(cfg.data.size))
+    finally:
+        model.train(was_training)
+    for i, loss, o in wanted:
+        if o not in names:
+            raise ConfigError(f"loss.terms[{i}] ({loss}): model {cfg.model.name} has no output {o!r}; "
+                              f"available: {', '.join(names)}")
+
+
+def probe_output_names(model: torch.nn.Module, in_channels: int, size: tuple[int, int]) -> list[str]:
+    """The model's output names (``logits``, ``aux/<name>``), from a forward at a small valid size.
+
+    The names do not depend on the size; a forward at a paper's 512x512 takes ~20 s on a CPU.
+    Architectures that need a larger input are probed at ``size`` (the training size).
+    """
+    stride = int(getattr(model, "stride", 1))
+    small = stride * max(1, math.ceil(32 / stride))
+    if small < min(size):
+        try:
+            return model(torch.zeros(1, in_channels, small, small)).names()
+        except Exception:  # fall back to the size training will use
+            pass
+    return model(torch.zeros(1, in_channels, *size)).names()
 
 
 def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: SegTask, seconds: float, resumed: bool) -> None:
@@ -280,9 +348,11 @@ def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: S
         "params": count_parameters(task.model),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        "start_step": history.start_step if history else 0,
         "train_seconds": round(prev.get("train_seconds", 0.0) + seconds, 2),
         "resumed": prev.get("resumed", 0) + int(resumed),
         "device": str(task.device),
+        "val_metric": cfg.trainer.val_metric,
         "best_val": None if best is None or best.best_model_score is None else float(best.best_model_score),
         "best_checkpoint": None if best is None or not best.best_model_path else "checkpoints/best.ckpt",
         "history": history.rows if history else [],

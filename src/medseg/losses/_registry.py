@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from medseg.config import ConfigError
+
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -36,10 +38,13 @@ def loss_names() -> list[str]:
 
 
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Build loss ``name``; an unknown name or a bad keyword argument is a :class:`ConfigError`."""
     _ensure_loaded()
     if name not in _LOSSES:
-        raise KeyError(f"unknown loss {name!r}; valid names: {', '.join(sorted(_LOSSES))}")
+        raise ConfigError(f"unknown loss {name!r}; valid names: {', '.join(sorted(_LOSSES))}")
     try:
         return _LOSSES[name](**kwargs)
     except TypeError as err:
-        raise ValueError(f"loss {name!r}: {err}") from None
+        if not kwargs:  # no user arguments: a bug, not a config mistake
+            raise
+        raise ConfigError(f"loss {name!r}: bad kwargs: {err}") from None

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medseg.config import ConfigError
 from medseg.losses._registry import build_loss
 
 
@@ -26,17 +27,20 @@ class Criterion(nn.Module):
     def __init__(self, terms: Sequence[object]) -> None:
         super().__init__()
         if not terms:
-            raise ValueError("the loss needs at least one term")
+            raise ConfigError("loss.terms: the loss needs at least one term")
         self.specs = []
         losses = []
-        for t in terms:
-            loss = build_loss(t.loss, **t.kwargs)  # type: ignore[attr-defined]
+        for i, t in enumerate(terms):
+            try:
+                loss = build_loss(t.loss, **t.kwargs)  # type: ignore[attr-defined]
+            except ConfigError as err:
+                raise ConfigError(f"loss.terms[{i}]: {err}") from None
             multi = getattr(loss, "multi_output", False)
             outputs = t.outputs if t.outputs else [t.output]  # type: ignore[attr-defined]
             if multi and not t.outputs:  # type: ignore[attr-defined]
-                raise ValueError(f"loss {t.loss!r} consumes several outputs: give 'outputs: [...]'")  # type: ignore[attr-defined]
+                raise ConfigError(f"loss.terms[{i}]: loss {t.loss!r} consumes several outputs: give 'outputs: [...]'")  # type: ignore[attr-defined]
             if not multi and len(outputs) != 1:
-                raise ValueError(f"loss {t.loss!r} takes one output; got {outputs}")  # type: ignore[attr-defined]
+                raise ConfigError(f"loss.terms[{i}]: loss {t.loss!r} takes one output; got {outputs}")  # type: ignore[attr-defined]
             self.specs.append((t.loss, outputs, float(t.weight), multi))  # type: ignore[attr-defined]
             losses.append(loss)
         self.losses = nn.ModuleList(losses)

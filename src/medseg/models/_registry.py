@@ -8,6 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from medseg.config import ConfigError
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -55,14 +57,22 @@ def model_names() -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
 def build_model(name: str, in_channels: int = 3, out_channels: int = 1, **kwargs: Any) -> nn.Module:
-    """Build a registered model. ``out_channels == 1`` is binary (sigmoid), ``K >= 2`` is softmax."""
+    """Build a registered model. ``out_channels == 1`` is binary (sigmoid), ``K >= 2`` is softmax.
+
+    An unknown name or a keyword argument the builder does not take is a :class:`ConfigError`.
+    """
     entry = get_entry(name)
-    model = entry.builder(in_channels=in_channels, out_channels=out_channels, **kwargs)
+    try:
+        model = entry.builder(in_channels=in_channels, out_channels=out_channels, **kwargs)
+    except TypeError as err:
+        if not kwargs:  # no user arguments: a bug, not a config mistake
+            raise
+        raise ConfigError(f"model {name!r}: bad model.kwargs: {err}") from None
     model.medseg_name = name  # type: ignore[attr-defined]
     model.stride = getattr(model, "stride", entry.stride)  # type: ignore[attr-defined]
     return model
