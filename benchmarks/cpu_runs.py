@@ -112,8 +112,9 @@ RUNS: dict[str, dict] = {
                 "data.size=[128,128]", "data.batch_size=4", "trainer.accumulate_grad_batches=1",
                 "data.augment={preset: basic, flip: true, rotate_deg: 10}",
                 "model.kwargs={channels: [16, 32, 64, 128, 256]}", "trainer.max_epochs=30", "optim.lr=0.001",
-                "data.val_fraction=0.1", "trainer.progress=false"],
-        "note": "COVID-19 CT 3-class (50 train / 48 test slices), 128 px, widths /4 (16-256), 30 epochs, Adam 1e-3",
+                "data.val_fraction=0.1", "trainer.progress=false", "eval.protocol=image",
+                "eval.label_groups=[{name: infection, labels: [1, 2]}]"],
+        "note": "COVID-19 CT 3-class (50 train / 48 test slices), 128 px, widths /4 (16-256), 30 epochs, Adam 1e-3; per-image metrics, plus the union ground glass ∪ consolidation (`infection`)",
         "predict": True,
     },
 }
