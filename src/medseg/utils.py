@@ -34,6 +34,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files :func:`atomic_write` leaves when its process is killed mid-write.
+
+    A killed write never reached its rename, so the file it was replacing is intact; only call this
+    when no other process writes into ``folder`` (e.g. before resuming a run).
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 

@@ -38,3 +38,14 @@ def test_loss_outputs_must_exist_and_the_check_keeps_the_model_in_train_mode():
     with pytest.raises(ConfigError, match=r"loss.terms\[0\] \(ce\): model unet has no output 'aux/deep'; available: logits"):
         check_loss_outputs(cfg, model)
     assert model.training
+
+
+def test_remove_stale_temp_files_keeps_the_checkpoints(tmp_path):
+    from medseg.utils import atomic_write_text, remove_stale_temp_files
+
+    atomic_write_text(tmp_path / "last.ckpt", "complete")
+    (tmp_path / ".last.ckpt.k3j2h1.tmp").write_text("half-written")  # what a SIGKILL mid-write leaves
+    (tmp_path / "notes.tmp").write_text("not ours")
+    assert remove_stale_temp_files(tmp_path) == [tmp_path / ".last.ckpt.k3j2h1.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "notes.tmp"]
+    assert (tmp_path / "last.ckpt").read_text() == "complete"

@@ -34,7 +34,7 @@ from medseg.engine.datamodule import SegDataModule, prepare_data_root
 from medseg.engine.predict import without_pretrained
 from medseg.engine.task import SegTask, predict_labels
 from medseg.models import count_parameters
-from medseg.utils import MedsegError, atomic_write_text
+from medseg.utils import MedsegError, atomic_write_text, remove_stale_temp_files
 
 _log = logging.getLogger(__name__)
 
@@ -247,6 +247,8 @@ def fit(
         # the checkpoint holds every weight: do not download or read pretrained weights again
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kwargs": without_pretrained(cfg.model.kwargs)})})
         ckpt_path: str | None = str(ckpt)
+        for tmp in remove_stale_temp_files(run_dir / "checkpoints"):  # a write the interruption cut off
+            _log.info("removed the interrupted write %s", tmp)
     elif cfg is None:
         raise MedsegError("fit needs a config or a run folder to resume")
     else:
