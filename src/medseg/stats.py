@@ -297,14 +297,13 @@ def model_stats(
     elif isinstance(size, int):
         size = (size, size)
     h, w = int(size[0]), int(size[1])
-    if h % entry.stride or w % entry.stride:
-        from medseg.layers.resize import nearest_valid_size
+    from medseg.layers.resize import size_hint
+
+    hint = size_hint(h, w, entry.stride)
+    if hint:
         from medseg.utils import MedsegError
 
-        raise MedsegError(
-            f"{name}: size {h}x{w} is not a multiple of its stride {entry.stride}; nearest valid size is "
-            f"{nearest_valid_size(h, entry.stride)}x{nearest_valid_size(w, entry.stride)}"
-        )
+        raise MedsegError(f"{name}: size {h}x{w} is not a multiple of its stride {entry.stride}; {hint}")
     dev = resolve_device(device)
     paper = paper_figures(name)
     in_channels = paper.get("in_channels", 3) if in_channels is None else in_channels

@@ -293,15 +293,14 @@ def check_model_fits_config(cfg: Config, model: torch.nn.Module) -> None:
 
 def check_training_sizes(cfg: Config, stride: int) -> None:
     """``data.size`` and every ``data.multiscale`` size must be multiples of the model's stride."""
-    from medseg.layers.resize import nearest_valid_size
+    from medseg.layers.resize import size_hint
 
     d = cfg.data
     sizes = [("data.size", tuple(d.size))] + [("data.multiscale", (s, s)) for s in d.multiscale or []]
     for key, (h, w) in sizes:
-        if h % stride or w % stride:
-            valid = f"{nearest_valid_size(h, stride)}x{nearest_valid_size(w, stride)}"
-            raise ConfigError(f"{key}: {h}x{w} is not a multiple of model {cfg.model.name}'s stride {stride}; "
-                              f"nearest valid size is {valid}")
+        hint = size_hint(h, w, stride)
+        if hint:
+            raise ConfigError(f"{key}: {h}x{w} is not a multiple of model {cfg.model.name}'s stride {stride}; {hint}")
 
 
 @torch.no_grad()

@@ -26,11 +26,16 @@ def nearest_valid_size(n: int, stride: int) -> int:
     return lo if n - lo <= hi - n else hi
 
 
+def size_hint(h: int, w: int, stride: int) -> str | None:
+    """``None`` when H and W are multiples of ``stride``, else ``"nearest valid size is HxW"``."""
+    if h % stride == 0 and w % stride == 0:
+        return None
+    return f"nearest valid size is {nearest_valid_size(h, stride)}x{nearest_valid_size(w, stride)}"
+
+
 def check_input_size(x: Tensor, stride: int, model: str = "model") -> None:
     """Raise a clear ``ValueError`` unless H and W are multiples of ``stride``."""
     h, w = x.shape[-2:]
-    if h % stride or w % stride:
-        raise ValueError(
-            f"{model}: input size {h}x{w} is not a multiple of {stride}; "
-            f"nearest valid size is {nearest_valid_size(h, stride)}x{nearest_valid_size(w, stride)}"
-        )
+    hint = size_hint(h, w, stride)
+    if hint:
+        raise ValueError(f"{model}: input size {h}x{w} is not a multiple of {stride}; {hint}")
