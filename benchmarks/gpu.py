@@ -112,6 +112,7 @@ def training_rows() -> list[str]:
         for name in PAPER_MODELS:
             overrides = [
                 f"model.name={name}", "model.kwargs={}", f"data.size=[{sizes[name]},{sizes[name]}]",
+                "loss.terms=[{loss: dice_ce, output: logits}]",  # the quickstart's aux/fused term is SNet's
                 "data.batch_size=8", f"data.builtin_count={16 if SMOKE else 96}", f"data.num_workers={0 if SMOKE else 4}",
                 "trainer.max_epochs=3", f"trainer.max_steps={3 if SMOKE else 12}", "trainer.max_time_s=null",
                 f"trainer.accelerator={'cpu' if DEVICE == 'cpu' else 'gpu'}", "trainer.devices=1",

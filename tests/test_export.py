@@ -77,7 +77,8 @@ def test_export_run_dir_carries_config(tmp_path):
     from medseg.engine.checkpoint import medseg_metadata
     from medseg.engine.predict import Predictor
 
-    cfg = load_config("quickstart")  # tiny U-Net, 1 input channel, 7 classes, 128x128
+    # the quickstart SNet (1 input channel, 7 classes, 128x128) at tiny widths: a quick export
+    cfg = load_config("quickstart", ["model.kwargs={cnn_channels: [4, 4, 8, 8, 8], vit_dims: [4, 8, 8, 8]}"])
     torch.manual_seed(0)
     model = build_model(cfg.model.name, in_channels=cfg.data.in_channels, out_channels=cfg.data.out_channels,
                         **cfg.model.kwargs)
@@ -91,7 +92,7 @@ def test_export_run_dir_carries_config(tmp_path):
     runner = OnnxModel(path)
     assert runner.config == cfg.to_dict()
     assert runner.cfg.data.size == cfg.data.size
-    assert runner.model_name == "unet" and (runner.in_channels, runner.out_channels) == (1, 7)
+    assert runner.model_name == "snet" and (runner.in_channels, runner.out_channels) == (1, 7)
     assert runner.metadata["medseg_exporter"] == "dynamo"
     # the Predictor runs the ONNX file through as_module() exactly as the checkpoint
     torch_pred = Predictor.from_run(run)

@@ -24,7 +24,7 @@ def endo_run(tmp_path_factory) -> tuple[Path, Path]:
     sets = [
         "data.num_classes=2", "data.in_channels=3", "data.class_names=[background, lesion]",
         "data.normalize={kind: imagenet}", "data.size=[64,64]", "data.batch_size=8",
-        "model.kwargs={features: [4, 8, 8, 16, 16, 4]}", "trainer.max_epochs=1", "trainer.max_time_s=null",
+        "model.name=unet", "model.kwargs={features: [4, 8, 8, 16, 16, 4]}", "trainer.max_epochs=1", "trainer.max_time_s=null",
         "trainer.progress=false", "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.5",
         "loss.terms=[{loss: dice_ce}]", "eval.protocol=polyp",
     ]

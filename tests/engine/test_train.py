@@ -33,7 +33,7 @@ def test_training_sizes_must_fit_the_stride():
 
 
 def test_loss_outputs_must_exist_and_the_check_keeps_the_model_in_train_mode():
-    cfg = load_config("quickstart", ["data.size=[32,32]", "loss.terms=[{loss: ce, output: aux/deep}]"])
+    cfg = load_config("quickstart", ["model.name=unet", "data.size=[32,32]", "loss.terms=[{loss: ce, output: aux/deep}]"])
     model = build_model("unet", 1, 7, features=[4, 4, 8, 8, 8, 4]).train()
     with pytest.raises(ConfigError, match=r"loss.terms\[0\] \(ce\): model unet has no output 'aux/deep'; available: logits"):
         check_loss_outputs(cfg, model)
