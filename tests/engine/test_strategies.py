@@ -39,7 +39,7 @@ class Batches(torch.utils.data.Dataset):
         return {"image": img, "label": (img[0] > 0.5).long()}
 
 
-def _task(update: str, iters: int = 3) -> SegTask:
+def _task(update: str, iters: int = 3, schedule: str = "constant") -> SegTask:
     cfg = Config.model_validate(
         {
             "data": {"num_classes": 2, "in_channels": 1, "batch_size": 2},
@@ -47,6 +47,7 @@ def _task(update: str, iters: int = 3) -> SegTask:
             "loss": {"terms": [{"loss": "bce"}]},
             "optim": {"name": "sgd", "lr": 0.1},
             "strategy": {"name": "feedback", "feedback_iters": iters, "update": update},
+            "schedule": {"name": schedule, "power": 1.0},
         }
     )
     task = SegTask(cfg)
@@ -54,8 +55,8 @@ def _task(update: str, iters: int = 3) -> SegTask:
     return task
 
 
-def _fit(task: SegTask) -> pl.Trainer:
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+def _fit(task: SegTask, max_epochs: int = 1, max_steps: int = -1) -> pl.Trainer:
+    trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu")
     trainer.fit(task, train_dataloaders=DataLoader(Batches(), batch_size=2))
     return trainer
@@ -96,3 +97,14 @@ def test_batch_dice_hand_computed():
     assert batch_dice(pred, gt, 3).item() == pytest.approx(1 / 3)
     # both empty counts as 1
     assert batch_dice(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long), 2).item() == 1.0
+
+
+@pytest.mark.parametrize("update, max_steps, batches_run", [("per_pass", 9, 3), ("summed", 3, 3), ("per_pass", -1, 10)])
+def test_poly_schedule_ends_where_the_run_ends(update, max_steps, batches_run):
+    """max_steps counts optimizer steps (3 a batch under per-pass feedback); the poly lr must reach 0 at the run's end."""
+    task = _task(update, iters=3, schedule="poly")
+    trainer = _fit(task, max_epochs=5, max_steps=max_steps)  # 2 batches an epoch
+    assert len(task.model.seen) == 3 * batches_run
+    assert task.schedule_horizon() == (2, batches_run)
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.0, abs=1e-12)

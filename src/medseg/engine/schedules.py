@@ -21,10 +21,15 @@ def lr_multiplier(
     power: float = 0.9,
     warmup_epochs: float = 0.0,
     min_lr_ratio: float = 0.0,
+    total_steps: int | None = None,
 ) -> Callable[[int], float]:
-    """Return ``f(step) -> multiplier`` for ``torch.optim.lr_scheduler.LambdaLR`` (stepped every iteration)."""
+    """Return ``f(step) -> multiplier`` for ``torch.optim.lr_scheduler.LambdaLR`` (stepped every iteration).
+
+    ``total_steps``: the run's length in scheduler steps when it ends before ``max_epochs`` full
+    epochs (``trainer.max_steps``); the per-iteration schedules reach their end there.
+    """
     steps_per_epoch = max(1, steps_per_epoch)
-    max_steps = max(1, steps_per_epoch * max_epochs)
+    max_steps = max(1, total_steps if total_steps is not None else steps_per_epoch * max_epochs)
     if name == "constant":
         return lambda step: 1.0
     if name == "poly":

@@ -77,17 +77,37 @@ class SegTask(pl.LightningModule):
         self.log("val/dice", total / count, prog_bar=True, sync_dist=False, rank_zero_only=False)
 
     # -- optimisation -----------------------------------------------------------------------------
+    def schedule_horizon(self) -> tuple[int, int]:
+        """(scheduler steps per epoch, scheduler steps in the whole run) for the LR schedule.
+
+        The scheduler steps once per optimizer step, except under MGRAD-UNet's per-pass feedback,
+        which steps the optimizer ``feedback_iters`` times a batch but the scheduler once a batch;
+        Lightning's ``max_steps`` counts optimizer steps, so it is divided by the passes there.
+        """
+        trainer = self.trainer
+        trainer.estimated_stepping_batches  # noqa: B018 -- sets up the train loader, so num_training_batches is known
+        batches = trainer.num_training_batches
+        if batches == float("inf"):
+            batches = 1
+        manual = not self.automatic_optimization
+        per_epoch = max(1, int(batches) if manual else math.ceil(batches / trainer.accumulate_grad_batches))
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        total = per_epoch * epochs if epochs else None
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            passes = self.cfg.strategy.feedback_iters if manual else 1
+            by_steps = math.ceil(trainer.max_steps / passes)
+            total = by_steps if total is None else min(total, by_steps)
+        return per_epoch, max(1, total if total is not None else per_epoch)
+
     def configure_optimizers(self) -> dict[str, Any]:
         opt = build_optimizer(self.model, self.cfg.optim)
-        t = self.cfg.trainer
-        batches = self.trainer.estimated_stepping_batches if self.trainer.max_epochs else 1
-        max_epochs = max(1, self.trainer.max_epochs or 1)
-        steps_per_epoch = max(1, math.ceil(batches / max_epochs)) if batches != float("inf") else 1
+        per_epoch, total = self.schedule_horizon()
         s = self.cfg.schedule
         fn = lr_multiplier(
             s.name,
-            steps_per_epoch=steps_per_epoch,
-            max_epochs=max_epochs if t.max_steps < 0 else max(1, math.ceil(t.max_steps / steps_per_epoch)),
+            steps_per_epoch=per_epoch,
+            max_epochs=math.ceil(total / per_epoch),
+            total_steps=total,
             power=s.power,
             warmup_epochs=s.warmup_epochs,
             min_lr_ratio=s.min_lr_ratio,
