@@ -44,7 +44,8 @@ def data(tmp_path_factory) -> Path:
 def test_kill_mid_epoch_then_resume(data, tmp_path):
     run = tmp_path / "run"
     cmd = MEDSEG + ["train", "--data", str(data), "--out", str(run), *TINY,
-                    "--set", "trainer.max_epochs=3", "--set", "trainer.checkpoint_every_n_steps=2"]
+                    "--set", "trainer.max_epochs=3", "--set", "trainer.checkpoint_every_n_steps=2",
+                    "--set", "trainer.log_every_n_steps=1"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
@@ -53,6 +54,7 @@ def test_kill_mid_epoch_then_resume(data, tmp_path):
     assert proc.poll() is None, "training ended before it could be interrupted: " + proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    before = _csv_rows(run / "metrics.csv")
     assert not (run / "summary.json").exists()  # it really was interrupted
     import torch
 
@@ -70,6 +72,22 @@ def test_kill_mid_epoch_then_resume(data, tmp_path):
     assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == planned
     # nothing left half-written
     assert not [p for p in run.rglob("*.tmp")]
+    # metrics.csv keeps the rows logged before the checkpoint and drops the lost part the resume trained again
+    after = _csv_rows(run / "metrics.csv")
+    kept = [r for r in before if int(r["step"]) < step_at_kill]
+    assert kept and after[: len(kept)] == kept  # rows up to the checkpoint were on disk and survived
+    loss_steps = [int(r["step"]) for r in after if r.get("train/loss_step")]
+    assert loss_steps == list(range(planned))  # every step once: none lost, none twice
+    assert max(int(float(r["epoch"])) for r in after if r.get("val/dice")) == 2
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

@@ -26,11 +26,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from medseg.config import Config, ConfigError, load_config, save_config, validate
 from medseg.engine.checkpoint import AtomicCheckpointIO
 from medseg.engine.datamodule import SegDataModule, prepare_data_root
+from medseg.engine.loggers import ResumableCSVLogger
 from medseg.engine.predict import without_pretrained
 from medseg.engine.task import SegTask, predict_labels
 from medseg.models import count_parameters
@@ -161,7 +162,8 @@ def make_run_dir(cfg: Config, out: str | Path | None) -> Path:
     return Path("runs") / f"{cfg.name}-{stamp}"
 
 
-def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Callback] | None = None) -> pl.Trainer:
+def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Callback] | None = None,
+                  resume_step: int | None = None) -> pl.Trainer:
     t = cfg.trainer
     ckdir = run_dir / "checkpoints"
     cbs: list[Callback] = [History(run_dir), Overlays(run_dir, t.overlays)]
@@ -215,7 +217,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
         log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic,
         logger=[
-            CSVLogger(save_dir=str(run_dir), name="", version=""),
+            ResumableCSVLogger(save_dir=str(run_dir), name="", version="", resume_step=resume_step),
             TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
         ],
         callbacks=cbs,
@@ -274,7 +276,8 @@ def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
     check_model_fits_config(cfg, task.model)
     dm = SegDataModule(cfg)
     dm.setup("fit")
-    trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None, callbacks=callbacks)
+    resume_step = checkpoint_step(ckpt_path) if ckpt_path else None
+    trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None, callbacks=callbacks, resume_step=resume_step)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:
         save_config(cfg, run_dir / "config.yaml")
@@ -283,6 +286,14 @@ def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
     if trainer.is_global_zero:
         write_train_summary(cfg, run_dir, trainer, task, time.perf_counter() - start, resumed=resumed)
     return run_dir
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The global step a Lightning checkpoint was saved at (None if it cannot be read without unpickling code)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:  # an unreadable checkpoint is reported by Lightning's own load right after
+        return None
 
 
 def check_model_fits_config(cfg: Config, model: torch.nn.Module) -> None:
