@@ -37,11 +37,11 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, MedsegError, FileNotFoundError)
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str, code: int = 2) -> None:
     from rich.markup import escape
 
     err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -52,7 +52,8 @@ def train(
     model: Annotated[str | None, typer.Option(help="Model name (see `medseg models`).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<recipe>-<time>).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value (repeatable).")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in this folder.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in this folder (--set may extend trainer.max_epochs and similar).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Use --out even if it holds a run: the old folder is moved to <out>.replaced-<time>.")] = False,
     devices: Annotated[str | None, typer.Option(help="Devices per node (Lightning), e.g. 2 or auto.")] = None,
     num_nodes: Annotated[int | None, typer.Option(help="Number of nodes (multi-node DDP).")] = None,
     strategy: Annotated[str | None, typer.Option(help="Lightning strategy, e.g. ddp.")] = None,
@@ -60,6 +61,14 @@ def train(
 ) -> None:
     """Train a model. With no arguments: the `quickstart` recipe on built-in phantom CT data."""
     overrides = list(set_ or [])
+    if resume is not None:
+        given = [flag for flag, v in (("--data", data), ("--model", model), ("--out", out)) if v is not None]
+        if recipe != "quickstart":
+            given.insert(0, "--recipe")
+        if overwrite:
+            given.append("--overwrite")
+        if given:
+            _fail(f"--resume continues the run as it was configured: {', '.join(given)} cannot be given with it")
     if data is not None:
         overrides += [f"data.root={data}", "data.builtin=null"]
     if model is not None:
@@ -71,13 +80,17 @@ def train(
         from medseg.config import load_config
         from medseg.engine.train import fit
 
+        from medseg.engine.safety import DivergenceError, TrainingInterrupted
+
         if resume is not None:
-            run_dir = fit(None, resume=resume)
+            run_dir = fit(None, resume=resume, overrides=overrides)
         else:
             cfg = load_config(recipe, overrides)
             _check_model_name(cfg.model.name)
             console.print(f"[bold]medseg train[/] recipe [cyan]{cfg.name}[/] model [cyan]{cfg.model.name}[/]")
-            run_dir = fit(cfg, out=out)
+            run_dir = fit(cfg, out=out, overwrite=overwrite)
+    except (DivergenceError, TrainingInterrupted) as err:
+        _fail(str(err), code=getattr(err, "exit_code", 1))
     except _user_error_types() as err:
         _fail(str(err))
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
@@ -101,6 +114,8 @@ def _print_train_summary(run_dir: Path) -> None:
         return
     s = json.loads(p.read_text())
     best = s.get("best_val")
+    if s.get("status") == "stopped_early":
+        err_console.print(f"[bold yellow]warning:[/] {s.get('note')}", highlight=False, soft_wrap=True)
     console.print(
         f"[green]done[/] in {s.get('train_seconds', 0):.0f} s: {s.get('epochs')} epochs, {s.get('steps')} steps"
         + (f", best validation {s.get('val_metric', 'dice')} {best:.4f}" if best is not None else "")
@@ -291,6 +306,35 @@ def data_builtin(
     except _user_error_types() as err:
         _fail(str(err))
     console.print(f"wrote {name} (seed {seed}) to {root}")
+
+
+@data_app.command("check")
+def data_check(
+    root: Annotated[Path, typer.Argument(help="The data folder to check.")],
+    recipe: Annotated[str, typer.Option(help="Recipe whose data settings (format, classes, channels, splits) apply.")] = "quickstart",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value (repeatable).")] = None,
+) -> None:
+    """Read every training and validation file as `medseg train` would; list every bad one (exit 2 if any)."""
+    try:
+        from medseg.config import load_config
+        from medseg.engine.datamodule import SegDataModule, prepare_data_root
+
+        cfg = load_config(recipe, list(set_ or []) + [f"data.root={root}", "data.builtin=null"])
+        cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data)})
+        dm = SegDataModule(cfg)
+        dm.setup("fit")
+        problems = dm.preflight()
+    except _user_error_types() as err:
+        _fail(str(err))
+    from rich.markup import escape
+
+    n_train = len(dm.train_ds.ids)
+    n_val = len(dm.val_ds.ids) if dm.val_ds is not None else 0
+    for line in problems:
+        err_console.print(f"[bold red]bad:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if problems:
+        _fail(f"{root}: {len(problems)} of {n_train + n_val} cases failed the check")
+    console.print(f"{root}: {n_train} training and {n_val} validation cases read, all good")
 
 
 def main() -> None:

@@ -13,7 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -21,7 +33,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # NaN / Inf are never a valid setting (an lr of nan trains nothing and reports success)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class NormalizeConfig(_Strict):
@@ -46,8 +59,8 @@ class AugmentConfig(_Strict):
     flip: bool = True
     vflip: bool = False
     rot90: bool = False
-    rotate_deg: float = 0.0
-    prob: float = 0.5
+    rotate_deg: NonNegativeFloat = 0.0
+    prob: float = Field(0.5, ge=0, le=1)
 
 
 class DataConfig(_Strict):
@@ -65,18 +78,18 @@ class DataConfig(_Strict):
     val_split: str | None = "val"
     test_split: str = "test"
     split_seed: int = 0
-    val_fraction: float = 0.1  # used when no val split file exists
-    test_fraction: float = 0.2  # seeded split by case when a data set has no split files at all
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # used when no val split file exists
+    test_fraction: float = Field(0.2, ge=0, lt=1)  # seeded split by case when a data set has no split files at all
     fold: int = 0  # nnU-Net splits_final.json fold
-    size: tuple[int, int] = (224, 224)
-    multiscale: list[int] | None = None  # one size per batch from this list (training only)
+    size: tuple[PositiveInt, PositiveInt] = (224, 224)
+    multiscale: list[PositiveInt] | None = None  # one size per batch from this list (training only)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     skip_empty_slices: bool = False
     max_train_cases: int | None = None  # subset for quick runs
     max_val_cases: int | None = None
-    batch_size: int = 8
-    num_workers: int = 0
+    batch_size: PositiveInt = 8
+    num_workers: NonNegativeInt = 0
     cache: bool = True
 
     @field_validator("num_classes")
@@ -121,10 +134,10 @@ class ParamGroup(_Strict):
 
 class OptimConfig(_Strict):
     name: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
+    lr: PositiveFloat = 1e-3
+    momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = 1e-4
+    weight_decay: NonNegativeFloat = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     param_groups: list[ParamGroup] = Field(default_factory=list)
 
@@ -133,40 +146,48 @@ class ScheduleConfig(_Strict):
     """``poly`` (per iteration, ``power``), ``triangle`` (MSNet, per epoch), ``warmup_cosine``, ``constant``."""
 
     name: Literal["poly", "triangle", "warmup_cosine", "constant"] = "constant"
-    power: float = 0.9
-    warmup_epochs: float = 0.0
-    min_lr_ratio: float = 0.0
+    power: PositiveFloat = 0.9
+    warmup_epochs: NonNegativeFloat = 0.0
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
 
 
 class StrategyConfig(_Strict):
     """How one batch is trained: ``single`` pass, or MGRAD-UNet's ``feedback`` passes."""
 
     name: Literal["single", "feedback"] = "single"
-    feedback_iters: int = 3
+    feedback_iters: PositiveInt = 3
     update: Literal["per_pass", "summed"] = "per_pass"
 
 
 class TrainerConfig(_Strict):
-    max_epochs: int = 10
-    max_steps: int = -1
-    max_time_s: float | None = None
+    max_epochs: int = Field(10, ge=-1)  # -1: no epoch limit (then max_steps or max_time_s ends the run)
+    max_steps: int = Field(-1, ge=-1)
+    max_time_s: PositiveFloat | None = None
     precision: str = "auto"  # "auto" = bf16/16-mixed on GPU, 32 on CPU
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None
+    accumulate_grad_batches: PositiveInt = 1
+    gradient_clip_val: PositiveFloat | None = None
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
-    check_val_every_n_epoch: int = 1
+    check_val_every_n_epoch: PositiveInt = 1
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
     val_metric: Literal["dice", "loss"] = "dice"  # selects checkpoints/best.ckpt: max Dice or min loss
-    log_every_n_steps: int = 10
-    overlays: int = 4
-    checkpoint_every_n_steps: int = 50  # also write checkpoints/last.ckpt mid-epoch (for --resume)
+    log_every_n_steps: PositiveInt = 10
+    overlays: NonNegativeInt = 4
+    checkpoint_every_n_steps: PositiveInt = 50  # also write checkpoints/last.ckpt mid-epoch (for --resume)
     deterministic: bool = False
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> TrainerConfig:
+        if self.max_epochs == 0:
+            raise ValueError("max_epochs must be >= 1 (or -1 with max_steps or max_time_s)")
+        if self.max_epochs == -1 and self.max_steps <= 0 and not self.max_time_s:
+            raise ValueError("max_epochs=-1 trains forever: set max_steps or max_time_s")
+        return self
 
 
 class LabelGroup(_Strict):
@@ -199,8 +220,8 @@ class EvalConfig(_Strict):
     mode: Literal["paper", "strict"] = "paper"
     hd_method: Literal["medpy", "monai"] = "medpy"
     use_spacing: bool = False
-    batch_size: int = 16
-    feedback_iters: int = 1  # MGRAD-UNet: >1 feeds the decoders' difference back at test time
+    batch_size: PositiveInt = 16
+    feedback_iters: PositiveInt = 1  # MGRAD-UNet: >1 feeds the decoders' difference back at test time
     # How predictions at the training size return to each image's own size: "probabilities" (bilinear,
     # then threshold/argmax; MSNet's and PraNet's test scripts) or "labels" (argmax at the training size,
     # then nearest-neighbour zoom, order 0: TransUNet's test_single_volume, used by the Synapse/ACDC recipes)
@@ -353,7 +374,8 @@ def validate(data: dict[str, Any], where: str = "config") -> Config:
     except ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"{where}: {loc}: {first['msg']}") from None
+        given = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict | list) and "input" in first else ""
+        raise ConfigError(f"{where}: {loc}: {first['msg']}{given}") from None
 
 
 def load_config(recipe: str = "quickstart", overrides: list[str] | None = None) -> Config:

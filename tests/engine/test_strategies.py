@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from medseg.config import Config, ConfigError, StrategyConfig
 from medseg.engine.strategies import FeedbackPasses, build_strategy
-from medseg.engine.task import SegTask, batch_dice
+from medseg.engine.task import SegTask, case_dice, confusion_counts
 from medseg.models import SegOutput
 
 
@@ -87,16 +87,25 @@ def test_feedback_needs_a_model_with_feedback():
     with pytest.raises(ConfigError, match="extras"):
         FeedbackPasses(2, "summed")._feedback(Plain()(torch.zeros(1)))
     with pytest.raises(ConfigError):
-        build_strategy(StrategyConfig(name="feedback", feedback_iters=0))
+        FeedbackPasses(0, "summed")
+    with pytest.raises(ValueError):  # the config rejects it first
+        StrategyConfig(name="feedback", feedback_iters=0)
 
 
-def test_batch_dice_hand_computed():
+def test_validation_dice_follows_the_evaluation_mode_hand_computed():
     pred = torch.tensor([[[1, 1], [0, 2]]])
     gt = torch.tensor([[[1, 0], [0, 0]]])
-    # class 1: 2*1/(2+1) = 2/3; class 2: pred 1 px, gt 0 -> 0; mean = 1/3
-    assert batch_dice(pred, gt, 3).item() == pytest.approx(1 / 3)
-    # both empty counts as 1
-    assert batch_dice(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long), 2).item() == 1.0
+    counts = confusion_counts(pred, gt, 3)
+    assert counts[0].tolist() == [[1, 2, 1, 4], [0, 1, 0, 4]]  # (intersection, predicted, true, pixels) per class
+    # class 1: 2*1/(2+1) = 2/3; class 2: predicted, absent -> strict 0, paper (TransUNet) 1
+    assert case_dice(counts, "strict") == pytest.approx((2 / 3 + 0) / 2)
+    assert case_dice(counts, "paper") == pytest.approx((2 / 3 + 1) / 2)
+    # a model that predicts nothing: paper mode gives 0 for both-empty too, strict gives 1
+    empty = confusion_counts(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long), 2)
+    assert case_dice(empty, "paper") == 0.0 and case_dice(empty, "strict") == 1.0
+    # slices of one case are summed before the Dice (a volume is scored as a whole)
+    two = confusion_counts(torch.tensor([[[1, 0]], [[0, 0]]]), torch.tensor([[[1, 0]], [[1, 0]]]), 2)
+    assert case_dice(two.sum(0, keepdim=True), "strict") == pytest.approx(2 * 1 / (1 + 2))
 
 
 @pytest.mark.parametrize("update, max_steps, batches_run", [("per_pass", 9, 3), ("summed", 3, 3), ("per_pass", -1, 10)])

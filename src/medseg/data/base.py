@@ -360,6 +360,7 @@ class SliceDataset(Dataset):
         self.transform = transform
         self.cache = cache
         self.require_labels = require_labels
+        self.seed = seed
         self._cache: dict[tuple[str, int | None], Sample] = {}
         self._last: tuple[str, Case] | None = None
         self._seeded_for: int | None = None
@@ -441,16 +442,69 @@ class SliceDataset(Dataset):
             self._last = (cid, self.reader.load(cid))
         return self._store(self._prepare(self._last[1].slice(k)))
 
-    def __getitem__(self, i: int) -> Sample:
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self._seeded_for != info.seed:
-            self.set_random_state(info.seed)
-            self._seeded_for = info.seed
+    def check_cases(self) -> list[str]:
+        """Decode every case once, as training will (filling the cache when it is on); one line per bad case.
+
+        Catches what would otherwise stop a run mid-training: unreadable files, a mask that does not match
+        its image, labels outside the class range, missing labels, NaN or Inf intensities.
+        """
+        problems: list[str] = []
+        for cid in self.ids:
+            keys = [(cid, k) for k in self._slices_of[cid]] if cid in self._slices_of else [(cid, None)]
+            try:
+                if self.cache:
+                    samples = [self._load_pre(*key) for key in keys]
+                    images = [s["image"] for s in samples]
+                else:
+                    case = self.reader.load(cid)
+                    if keys and keys[0][1] is not None:
+                        self._prepare(case.slice(keys[0][1]))
+                    elif not case.is_volume:
+                        self._prepare(case)
+                    images = [torch.as_tensor(case.image)]
+                if not all(bool(torch.isfinite(im).all()) for im in images):
+                    raise DataError(f"{self._source(cid)}: image has non-finite values (NaN or Inf)")
+            except DataError as err:
+                problems.append(str(err))
+            except (OSError, ValueError, RuntimeError) as err:
+                problems.append(f"case {cid}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        return problems
+
+    def _source(self, cid: str) -> str:
+        """The image file of case ``cid`` where the reader can say, else the case id."""
+        paths = getattr(self.reader, "paths", None) or getattr(self.reader, "path", None)
+        try:
+            p = paths(cid) if paths else cid
+        except Exception:  # the id itself is what is wrong
+            return f"case {cid}"
+        while isinstance(p, (list, tuple)) and p:
+            p = p[0]
+        return str(p)
+
+    def __getitem__(self, i: int | tuple[int, int]) -> Sample:
+        """Sample ``i``; a ``(epoch, index)`` key (:class:`medseg.data.sampling.SampleKey`) seeds its
+        augmentation from ``(seed, epoch, index)`` alone, so training is reproducible and resumable."""
+        draw = None
+        if isinstance(i, tuple):
+            from medseg.data.sampling import sample_seed
+
+            epoch, i = int(i[0]), int(i[1])
+            draw = sample_seed(self.seed or 0, epoch, i)
+            if self.transform is not None:
+                self.set_random_state(draw)
+        else:
+            info = torch.utils.data.get_worker_info()
+            if info is not None and self._seeded_for != info.seed:
+                self.set_random_state(info.seed)
+                self._seeded_for = info.seed
         cid, k = self.index[i]
         sample = dict(self._load_pre(cid, k))
         if self.transform is not None:
             sample = self.transform(sample)
-        return finalize_sample(sample)
+        out = finalize_sample(sample)
+        if draw is not None:
+            out["draw"] = draw  # seeds per-batch choices (multi-scale size) in the collate function
+        return out
 
 
 def collate_samples(batch: Sequence[Sample]) -> Sample:

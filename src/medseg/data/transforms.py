@@ -321,7 +321,12 @@ class MultiScaleCollate:
         self._worker_seed: int | None = None
         self.last_size: tuple[int, int] | None = None
 
-    def pick(self) -> tuple[int, int]:
+    def pick(self, draw: int | None = None) -> tuple[int, int]:
+        """The size for one batch: from ``draw`` (the first sample's augmentation seed) when the batch
+        came from :class:`~medseg.data.sampling.EpochSampler`, else from this collate's own stream."""
+        if draw is not None:
+            rng = np.random.default_rng([self.seed % 2**32, int(draw)])
+            return self.sizes[int(rng.integers(len(self.sizes)))]
         info = torch.utils.data.get_worker_info()
         if info is not None and self._worker_seed != info.seed:
             self._rng = np.random.default_rng([self.seed, info.seed % (2**63)])
@@ -330,7 +335,7 @@ class MultiScaleCollate:
 
     def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out = collate_samples(batch)
-        size = self.pick()
+        size = self.pick(batch[0].get("draw") if batch else None)
         self.last_size = size
         if tuple(out["image"].shape[-2:]) != size:
             out["image"] = F.interpolate(out["image"], size=size, mode="bilinear", align_corners=False)

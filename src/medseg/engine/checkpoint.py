@@ -37,6 +37,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O that writes to a temp file and renames it into place."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        from medseg.engine.safety import DivergenceError, non_finite_tensors
+
+        bad = non_finite_tensors(checkpoint.get("state_dict", {}))
+        if bad:  # never let a diverged model become best.ckpt or last.ckpt
+            raise DivergenceError(
+                f"training diverged by step {checkpoint.get('global_step', '?')}: {len(bad)} weight tensor(s) are "
+                f"non-finite (first: {bad[0]}); {Path(path).name} was not written, the earlier checkpoints are kept"
+            )
         atomic_save_torch(checkpoint, path)
 
 
@@ -49,8 +57,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, not a torch file, unsafe pickle
         raise MedsegError(f"{path}: cannot load checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    if "medseg" not in ckpt or "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or "medseg" not in ckpt or "state_dict" not in ckpt:
         raise MedsegError(f"{path}: not a medseg checkpoint (no 'medseg' metadata)")
+    from medseg.engine.safety import non_finite_tensors
+
+    bad = non_finite_tensors(ckpt["state_dict"])
+    if bad:
+        raise MedsegError(f"{path}: {len(bad)} weight tensor(s) are non-finite (first: {bad[0]}); the run diverged")
     return ckpt
 
 

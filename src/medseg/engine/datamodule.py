@@ -6,9 +6,11 @@ import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader
 
 from medseg.config import Config, DataConfig
+from medseg.data.sampling import EpochSampler
 from medseg.utils import DataError
 
 _log = logging.getLogger(__name__)
@@ -55,6 +57,14 @@ class SegDataModule(pl.LightningDataModule):
         if self.val_ds is None and d.val_split:
             self.val_ds = self._dataset(d.val_split, False, d.max_val_cases)
 
+    def preflight(self) -> list[str]:
+        """Read every training and validation case once (filling the cache where it is on): one line per bad file."""
+        problems: list[str] = []
+        for ds in (self.train_ds, self.val_ds):
+            if ds is not None:
+                problems += ds.check_cases()
+        return problems
+
     def train_dataloader(self) -> DataLoader:
         from medseg.data.transforms import MultiScaleCollate
 
@@ -65,12 +75,27 @@ class SegDataModule(pl.LightningDataModule):
         return DataLoader(
             self.train_ds,
             batch_size=d.batch_size,
-            shuffle=True,
+            sampler=self._train_sampler(),
             drop_last=len(self.train_ds) > d.batch_size,
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,
             collate_fn=collate,
+            # worker seeds from their own stream, so iterating the loader draws nothing from torch's global RNG
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
+
+    def _train_sampler(self) -> EpochSampler:
+        """Order and augmentation by (seed, epoch, index); a resumed run starts where its checkpoint was."""
+        trainer = self.trainer
+        epoch = skip = 0
+        replicas, rank = 1, 0
+        if trainer is not None:
+            replicas, rank = trainer.world_size, trainer.global_rank
+            ep = trainer.fit_loop.epoch_progress.total
+            epoch = ep.processed  # the epoch under way (a checkpoint taken mid-epoch) or the next one
+            if ep.started == ep.ready and ep.processed == ep.started - 1:  # resumed mid-epoch
+                skip = trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.cfg.data.batch_size
+        return EpochSampler(self.train_ds, seed=self.cfg.seed, num_replicas=replicas, rank=rank, epoch=epoch, skip=skip)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_ds is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -11,10 +12,13 @@ from torch import Tensor
 
 from medseg.config import Config
 from medseg.engine.optim import build_optimizer
+from medseg.engine.safety import check_finite_grads, check_finite_loss
 from medseg.engine.schedules import lr_multiplier
 from medseg.engine.strategies import build_strategy
 from medseg.losses import Criterion
 from medseg.models import build_model
+
+log = logging.getLogger(__name__)
 
 
 def predict_labels(logits: Tensor) -> Tensor:
@@ -22,6 +26,32 @@ def predict_labels(logits: Tensor) -> Tensor:
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).long()
     return logits.argmax(1)
+
+
+def confusion_counts(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """Per sample and foreground class: (intersection, predicted, true, all) pixel counts, ``[B, K-1, 4]``."""
+    rows = []
+    pixels = torch.full((pred.shape[0],), pred[0].numel(), device=pred.device)
+    for c in range(1, num_classes):
+        p, g = (pred == c).flatten(1), (target == c).flatten(1)
+        rows.append(torch.stack([(p & g).sum(1), p.sum(1), g.sum(1), pixels], 1))
+    return torch.stack(rows, 1).to(torch.int64)
+
+
+def case_dice(counts: Tensor, mode: str) -> float:
+    """Mean over cases of the mean foreground Dice, with evaluation's empty-mask rule of ``mode``.
+
+    ``counts`` ``[cases, K-1, 4]`` (see :func:`confusion_counts`) sums a case's slices, so a volume is scored as a whole, as evaluation
+    does. ``paper`` (TransUNet): an empty prediction scores 0, a prediction of an absent class 1;
+    ``strict``: both empty 1, one empty 0 (see :mod:`medseg.metrics.aggregate`).
+    """
+    inter, pred, true = counts[..., :3].double().unbind(-1)
+    dice = 2 * inter / (pred + true).clamp_min(1)
+    if mode == "paper":
+        dice = torch.where(pred == 0, torch.zeros_like(dice), torch.where(true == 0, torch.ones_like(dice), dice))
+    else:
+        dice = torch.where((pred == 0) & (true == 0), torch.ones_like(dice), dice)
+    return float(dice.mean(1).mean())
 
 
 def batch_dice(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -45,13 +75,15 @@ class SegTask(pl.LightningModule):
         self.criterion = Criterion.from_config(cfg.loss)
         self.strategy = build_strategy(cfg.strategy)
         self.automatic_optimization = self.strategy.automatic_optimization
-        self._val_scores: list[Tensor] = []
+        self._val_counts: dict[str, Tensor] = {}
+        self._collapse_warned = False
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Any:
         return self.model(x)
 
     def log_losses(self, loss: Tensor, parts: dict[str, Tensor]) -> None:
+        check_finite_loss(loss, self.current_epoch, self.global_step)
         bs = self.cfg.data.batch_size
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=False)
         for k, v in parts.items():
@@ -60,21 +92,50 @@ class SegTask(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         return self.strategy.training_step(self, batch)
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.trainer.precision != "16-mixed":  # fp16's grad scaler skips inf steps by design
+            check_finite_grads(self.model, self.current_epoch, self.global_step)
+
     # -- validation -------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         out = self.model(batch["image"])
         loss, _ = self.criterion(out, batch["label"])
         self.log("val/loss", loss, on_epoch=True, batch_size=batch["image"].shape[0], sync_dist=True)
-        self._val_scores.append(batch_dice(predict_labels(out.logits), batch["label"], self.num_classes))
+        counts = confusion_counts(predict_labels(out.logits), batch["label"], self.num_classes).cpu()
+        for case, c in zip(batch["case"], counts):
+            prev = self._val_counts.get(case)
+            self._val_counts[case] = c if prev is None else prev + c
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_scores:
+        counts, self._val_counts = self._val_counts, {}
+        if self.trainer.world_size > 1:  # a volume's slices may be spread over ranks: merge by case
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.trainer.world_size
+            dist.all_gather_object(gathered, counts)
+            counts = {}
+            for part in gathered:
+                for case, c in part.items():
+                    counts[case] = c if case not in counts else counts[case] + c
+        if not counts:
             return
-        scores = torch.cat(self._val_scores)
-        self._val_scores.clear()
-        total = self.all_gather(scores.sum()).sum() if self.trainer.world_size > 1 else scores.sum()
-        count = self.all_gather(torch.tensor(float(scores.numel()), device=scores.device)).sum() if self.trainer.world_size > 1 else float(scores.numel())
-        self.log("val/dice", total / count, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        table = torch.stack(list(counts.values()))  # [cases, classes, 4]
+        self.log("val/dice", torch.tensor(case_dice(table, self.cfg.eval.mode)), prog_bar=True, sync_dist=False)
+        self._warn_foreground_collapse(table)
+
+    def _warn_foreground_collapse(self, counts: Tensor) -> None:
+        """One warning when predictions cover >90 % or <0.1 % of the validation pixels that truth does not."""
+        if self._collapse_warned or self.trainer.sanity_checking or self.num_classes != 2:
+            return
+        pixels = max(1, int(counts[:, 0, 3].sum()))
+        pred, true = int(counts[:, 0, 1].sum()) / pixels, int(counts[:, 0, 2].sum()) / pixels
+        if (pred > 0.9 and true < 0.5) or (pred < 0.001 and true > 0.01):
+            self._collapse_warned = True
+            log.warning(
+                "validation after epoch %d: the model marks %.1f %% of pixels as foreground where the truth has "
+                "%.1f %%; likely causes: learning rate too high or too low for an untrained backbone "
+                "(optim.param_groups lr_mult), a loss weighting that favours one class, too few steps so far",
+                self.current_epoch + 1, 100 * pred, 100 * true)
 
     # -- optimisation -----------------------------------------------------------------------------
     def schedule_horizon(self) -> tuple[int, int]:
@@ -85,10 +146,17 @@ class SegTask(pl.LightningModule):
         Lightning's ``max_steps`` counts optimizer steps, so it is divided by the passes there.
         """
         trainer = self.trainer
-        trainer.estimated_stepping_batches  # noqa: B018 -- sets up the train loader, so num_training_batches is known
-        batches = trainer.num_training_batches
-        if batches == float("inf"):
-            batches = 1
+        # The loader's length, without creating the loader Lightning iterates: that one must be made after a
+        # resumed run's loop state is restored (its sampler starts at the checkpoint's epoch and batch).
+        if isinstance(trainer.datamodule, pl.LightningDataModule):
+            batches = len(trainer.datamodule.train_dataloader())
+            limit = trainer.limit_train_batches
+            batches = min(batches, int(limit)) if isinstance(limit, int) else max(1, int(batches * float(limit)))
+        else:  # a loader given to trainer.fit directly (tests): Lightning sets it up to count
+            trainer.estimated_stepping_batches  # noqa: B018
+            batches = trainer.num_training_batches
+            if batches == float("inf"):
+                batches = 1
         manual = not self.automatic_optimization
         per_epoch = max(1, int(batches) if manual else math.ceil(batches / trainer.accumulate_grad_batches))
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None

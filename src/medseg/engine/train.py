@@ -25,17 +25,28 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, RichProgressBar, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from medseg.config import Config, ConfigError, load_config, save_config, validate
-from medseg.engine.checkpoint import AtomicCheckpointIO
+from medseg.config import Config, ConfigError, load_config, parse_override, save_config, validate
+from medseg.engine.checkpoint import AtomicCheckpointIO, load_checkpoint
 from medseg.engine.datamodule import SegDataModule, prepare_data_root
 from medseg.engine.loggers import ResumableCSVLogger
 from medseg.engine.predict import without_pretrained
+from medseg.engine.safety import (
+    DivergenceError,
+    GracefulStop,
+    RandomStates,
+    RunCheckpoint,
+    TrainingInterrupted,
+    check_run_dir_free,
+    claim_run_dir,
+    is_ddp_worker,
+    lock_run_dir,
+)
 from medseg.engine.task import SegTask, predict_labels
 from medseg.models import count_parameters
-from medseg.utils import MedsegError, atomic_write_text, remove_stale_temp_files
+from medseg.utils import DataError, MedsegError, atomic_write_text, remove_stale_temp_files
 
 _log = logging.getLogger(__name__)
 
@@ -166,10 +177,11 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
                   resume_step: int | None = None) -> pl.Trainer:
     t = cfg.trainer
     ckdir = run_dir / "checkpoints"
-    cbs: list[Callback] = [History(run_dir), Overlays(run_dir, t.overlays)]
+    cbs: list[Callback] = [History(run_dir), Overlays(run_dir, t.overlays), RandomStates(),
+                           GracefulStop(ckdir / "last.ckpt", run_dir)]
     if has_val:
         cbs.append(
-            ModelCheckpoint(
+            RunCheckpoint(
                 dirpath=ckdir,
                 filename="best",
                 monitor=f"val/{t.val_metric}",
@@ -180,10 +192,10 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
             )
         )
     # ``last`` at every epoch end (Lightning's ``save_last`` writes only when ``best`` improved) and every N steps
-    cbs.append(ModelCheckpoint(dirpath=ckdir, filename="last", save_top_k=1, save_on_train_epoch_end=True,
-                               enable_version_counter=False))
+    cbs.append(RunCheckpoint(dirpath=ckdir, filename="last", save_top_k=1, save_on_train_epoch_end=True,
+                             enable_version_counter=False))
     cbs.append(
-        ModelCheckpoint(
+        RunCheckpoint(
             dirpath=ckdir,
             filename="last",
             every_n_train_steps=t.checkpoint_every_n_steps,
@@ -227,39 +239,44 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
     )
 
 
+#: Keys ``--resume`` may change: how long to train and how to run, never what is trained.
+RESUMABLE_KEYS = (
+    "trainer.max_epochs", "trainer.max_steps", "trainer.max_time_s", "trainer.progress", "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps", "trainer.overlays", "trainer.accelerator", "trainer.devices",
+    "trainer.num_nodes", "trainer.strategy", "data.num_workers",
+)
+
+
 def fit(
     cfg: Config | None,
     out: str | Path | None = None,
     resume: str | Path | None = None,
     callbacks: list[Callback] | None = None,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Train ``cfg`` into a run folder, or continue the run in ``resume`` (then ``cfg`` is ignored).
+    """Train ``cfg`` into a new run folder, or continue the run in ``resume`` (then ``cfg`` is ignored).
 
+    ``out`` must be new or empty unless ``overwrite`` (the old folder is moved aside, never deleted).
+    ``overrides`` (``key=value``) apply to a resumed run's stored config: only :data:`RESUMABLE_KEYS`.
     ``callbacks``: extra Lightning callbacks (e.g. timers), added after medseg's own.
     """
     quiet_lightning()
     if resume is not None:
         run_dir = Path(resume)
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-        if not (run_dir / "config.yaml").is_file():
-            raise MedsegError(f"{run_dir}: not a run folder (no config.yaml)")
-        if not ckpt.is_file():
-            raise MedsegError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
-        cfg = load_config(str(run_dir / "config.yaml"))
-        # the checkpoint holds every weight: do not download or read pretrained weights again
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kwargs": without_pretrained(cfg.model.kwargs)})})
-        ckpt_path: str | None = str(ckpt)
-        for tmp in remove_stale_temp_files(run_dir / "checkpoints"):  # a write the interruption cut off
-            _log.info("removed the interrupted write %s", tmp)
+        cfg, ckpt_path = prepare_resume(run_dir, overrides or [])
     elif cfg is None:
         raise MedsegError("fit needs a config or a run folder to resume")
     else:
         run_dir = make_run_dir(cfg, out)
+        if not is_ddp_worker():
+            check_run_dir_free(run_dir, overwrite)  # fail at once; checked again when the folder is claimed
         ckpt_path = None
     previous = os.environ.get("MEDSEG_RUN_DIR")
     os.environ["MEDSEG_RUN_DIR"] = str(run_dir)  # inherited by the DDP workers Lightning launches
     try:
-        return _fit(cfg, run_dir, ckpt_path, resumed=resume is not None, callbacks=callbacks)
+        return _fit(cfg, run_dir, ckpt_path, resumed=resume is not None, callbacks=callbacks,
+                    overwrite=overwrite, resume_overrides=list(overrides or []) if resume is not None else [])
     finally:
         if previous is None:
             os.environ.pop("MEDSEG_RUN_DIR", None)
@@ -267,25 +284,105 @@ def fit(
             os.environ["MEDSEG_RUN_DIR"] = previous
 
 
+def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, str]:
+    """The stored config (with the allowed ``overrides``) and the checked ``last.ckpt``; writes nothing."""
+    if not (run_dir / "config.yaml").is_file():
+        raise MedsegError(f"{run_dir}: not a run folder (no config.yaml)")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise MedsegError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+    for item in overrides:
+        key = ".".join(parse_override(item)[0])
+        if key not in RESUMABLE_KEYS:
+            raise ConfigError(f"--resume: {key} cannot change in a resumed run (it would no longer be the run its "
+                              f"checkpoints trained); keys that can: {', '.join(RESUMABLE_KEYS)}")
+    cfg = load_config(str(run_dir / "config.yaml"), overrides)
+    # the checkpoint holds every weight: do not download or read pretrained weights again
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kwargs": without_pretrained(cfg.model.kwargs)})})
+    if is_ddp_worker():
+        return cfg, str(ckpt)
+    for tmp in remove_stale_temp_files(run_dir / "checkpoints"):  # a write the interruption cut off
+        _log.info("removed the interrupted write %s", tmp)
+    meta = load_checkpoint(ckpt)  # truncated, foreign or diverged: one line, nothing changed
+    stored = meta["medseg"].get("model")
+    if stored != cfg.model.name:
+        raise MedsegError(f"{ckpt}: checkpoint of model {stored!r}, but {run_dir}/config.yaml trains {cfg.model.name!r}")
+    done = int(meta.get("epoch", 0))
+    if cfg.trainer.max_epochs > 0 and cfg.trainer.max_epochs < done:
+        raise ConfigError(f"--resume: trainer.max_epochs={cfg.trainer.max_epochs} is below the {done} epochs already trained")
+    return cfg, str(ckpt)
+
+
+def check_checkpoint_fits(ckpt_path: str, task: SegTask) -> None:
+    """The checkpoint's weights must match the model the config builds (names and shapes)."""
+    sd = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    own = task.state_dict()
+    missing = [k for k in own if k not in sd]
+    wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        k = (missing or wrong)[0]
+        raise MedsegError(f"{ckpt_path}: weights do not fit the run's model ({len(missing)} missing, {len(wrong)} "
+                          f"with another shape; first: {k})")
+
+
 def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
-         callbacks: list[Callback] | None = None) -> Path:
-    # Every check (config, model, data) runs before the run folder is created: a mistake leaves nothing behind.
+         callbacks: list[Callback] | None = None, overwrite: bool = False,
+         resume_overrides: list[str] | None = None) -> Path:
+    # Every check (config, model, every data file) runs before the run folder is created or changed:
+    # a mistake leaves nothing behind.
     cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegTask(cfg)
     check_model_fits_config(cfg, task.model)
+    if ckpt_path:
+        check_checkpoint_fits(ckpt_path, task)
     dm = SegDataModule(cfg)
     dm.setup("fit")
+    worker = is_ddp_worker()
+    if not worker:
+        problems = dm.preflight()
+        if problems:
+            more = f" (and {len(problems) - 1} more; `medseg data check` lists them all)" if len(problems) > 1 else ""
+            raise DataError(problems[0] + more)
     resume_step = checkpoint_step(ckpt_path) if ckpt_path else None
     trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None, callbacks=callbacks, resume_step=resume_step)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resumed:
-        save_config(cfg, run_dir / "config.yaml")
+    if not worker:
+        if resumed:
+            lock_run_dir(run_dir)
+        else:
+            moved = claim_run_dir(run_dir, overwrite)
+            if moved is not None:
+                _log.warning("--overwrite: the folder that was at %s is now %s", run_dir, moved)
+        if not resumed or resume_overrides:
+            save_config(cfg, run_dir / "config.yaml")
     start = time.perf_counter()
-    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
-    if trainer.is_global_zero:
-        write_train_summary(cfg, run_dir, trainer, task, time.perf_counter() - start, resumed=resumed)
+    status, error = "completed", None
+    try:
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    except (DivergenceError, TrainingInterrupted) as err:
+        status, error = ("diverged" if isinstance(err, DivergenceError) else "interrupted"), str(err)
+        raise
+    finally:
+        if trainer.is_global_zero and (status != "completed" or trainer.state.status.value == "finished"):
+            stop = None if status != "completed" else time_guard_stop(cfg, trainer)
+            write_train_summary(cfg, run_dir, trainer, task, time.perf_counter() - start, resumed=resumed,
+                                status="stopped_early" if stop else status, note=error or stop,
+                                resume_overrides=resume_overrides)
     return run_dir
+
+
+def time_guard_stop(cfg: Config, trainer: pl.Trainer) -> str | None:
+    """A sentence when ``trainer.max_time_s`` ended the run before its epochs / steps, else None."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    t = cfg.trainer
+    if timer is None or not t.max_time_s:
+        return None
+    epochs_done = t.max_epochs <= 0 or trainer.current_epoch >= t.max_epochs
+    steps_done = t.max_steps > 0 and trainer.global_step >= t.max_steps
+    if epochs_done or steps_done:
+        return None
+    return (f"trainer.max_time_s={t.max_time_s:g} stopped the run after {trainer.current_epoch} of {t.max_epochs} "
+            f"epochs ({trainer.global_step} steps); raise or clear it to train the full plan")
 
 
 def checkpoint_step(path: str) -> int | None:
@@ -348,9 +445,15 @@ def probe_output_names(model: torch.nn.Module, in_channels: int, size: tuple[int
     return model(torch.zeros(1, in_channels, *size)).names()
 
 
-def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: SegTask, seconds: float, resumed: bool) -> None:
+def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: SegTask, seconds: float, resumed: bool,
+                        status: str = "completed", note: str | None = None,
+                        resume_overrides: list[str] | None = None) -> None:
+    """``summary.json``: ``status`` is completed, stopped_early (a time guard), interrupted or diverged."""
     path = run_dir / "summary.json"
-    prev = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        prev = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        prev = {}
     best = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
     history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
     summary = {
@@ -368,7 +471,11 @@ def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: S
         "best_val": None if best is None or best.best_model_score is None else float(best.best_model_score),
         "best_checkpoint": None if best is None or not best.best_model_path else "checkpoints/best.ckpt",
         "history": history.rows if history else [],
+        "status": status,
+        "note": note,
     }
+    if resume_overrides:
+        summary["resume_overrides"] = prev.get("resume_overrides", []) + list(resume_overrides)
     atomic_write_text(path, json.dumps(summary, indent=2))
 
 
