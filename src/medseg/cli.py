@@ -78,9 +78,8 @@ def train(
             overrides.append(f"trainer.{key}={value}")
     try:
         from medseg.config import load_config
-        from medseg.engine.train import fit
-
         from medseg.engine.safety import DivergenceError, TrainingInterrupted
+        from medseg.engine.train import fit
 
         if resume is not None:
             run_dir = fit(None, resume=resume, overrides=overrides)

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from medseg.config import Config, ConfigError, StrategyConfig
-from medseg.engine.strategies import FeedbackPasses, build_strategy
+from medseg.engine.strategies import FeedbackPasses
 from medseg.engine.task import SegTask, case_dice, confusion_counts
 from medseg.models import SegOutput
 

@@ -42,7 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         bad = non_finite_tensors(checkpoint.get("state_dict", {}))
         if bad:  # never let a diverged model become best.ckpt or last.ckpt
             raise DivergenceError(
-                f"training diverged by step {checkpoint.get('global_step', '?')}: {len(bad)} weight tensor(s) are "
+                f"training diverged at epoch {int(checkpoint.get('epoch', 0)) + 1}, step {checkpoint.get('global_step', '?')}: "
+                f"{len(bad)} weight tensor(s) are "
                 f"non-finite (first: {bad[0]}); {Path(path).name} was not written, the earlier checkpoints are kept"
             )
         atomic_save_torch(checkpoint, path)

@@ -1,8 +1,8 @@
 """A CSV logger that keeps an interrupted run's rows when the run is resumed.
 
 Lightning's ``CSVLogger`` deletes ``metrics.csv`` when it opens a folder that already has one, so a
-``--resume`` would lose every row logged before the interruption. This one reads the old rows
-first and writes back those logged before the checkpoint's step (later rows belong to the part of
+``--resume`` would lose every row logged before the interruption. This one leaves the file alone
+until the resumed run logs its first row, then keeps the rows logged before the checkpoint's step (later rows belong to the part of
 the run the interruption lost and that the resumed run trains again). It also writes its rows to
 disk whenever a checkpoint is saved, so every row a checkpoint covers is there to be kept.
 """
@@ -10,11 +10,15 @@ disk whenever a checkpoint is saved, so every row a checkpoint covers is there t
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from medseg.utils import atomic_write_text
 
 
 def read_rows_before(path: str, step: int) -> list[dict[str, Any]]:
@@ -34,6 +38,35 @@ def read_rows_before(path: str, step: int) -> list[dict[str, Any]]:
     return kept
 
 
+class _KeepingWriter(ExperimentWriter):
+    """Never deletes ``metrics.csv`` when opened; the first save replaces it (atomically) by the rows logged
+    before ``keep_before`` (none for a new run), so a resume that fails before logging changes nothing."""
+
+    def __init__(self, log_dir: str, keep_before: int | None) -> None:
+        self._keep_before = keep_before
+        self._started = False
+        super().__init__(log_dir=log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # Lightning deletes metrics.csv here
+        pass
+
+    def save(self) -> None:
+        if not self._started and self.metrics:
+            self._started = True
+            old = read_rows_before(self.metrics_file_path, self._keep_before) if self._keep_before is not None else []
+            keys = sorted(set().union(*old)) if old else []
+            buf = io.StringIO()
+            if old:
+                writer = csv.DictWriter(buf, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(old)
+                atomic_write_text(self.metrics_file_path, buf.getvalue())
+            elif os.path.isfile(self.metrics_file_path):
+                os.remove(self.metrics_file_path)
+            self.metrics_keys = keys
+        super().save()
+
+
 class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` that, given ``resume_step``, carries over the rows logged before that step."""
 
@@ -42,15 +75,12 @@ class ResumableCSVLogger(CSVLogger):
         self._resume_step = resume_step
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> Any:
-        if self._experiment is None and self._resume_step is not None:
-            path = os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE)
-            old = read_rows_before(path, self._resume_step)
-            writer = super().experiment  # deletes the old metrics.csv
-            if isinstance(writer, ExperimentWriter) and old:
-                writer.metrics = old + writer.metrics
-            return writer
-        return super().experiment
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(self.log_dir, keep_before=self._resume_step)
+        return self._experiment
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         super().after_save_checkpoint(checkpoint_callback)

@@ -290,7 +290,8 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, str]:
         raise MedsegError(f"{run_dir}: not a run folder (no config.yaml)")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
-        raise MedsegError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt)")
+        raise MedsegError(f"{run_dir}: nothing to resume (no checkpoints/last.ckpt: it stopped before its first "
+                          f"checkpoint); start it again with --out {run_dir} --overwrite")
     for item in overrides:
         key = ".".join(parse_override(item)[0])
         if key not in RESUMABLE_KEYS:
@@ -307,7 +308,10 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, str]:
     stored = meta["medseg"].get("model")
     if stored != cfg.model.name:
         raise MedsegError(f"{ckpt}: checkpoint of model {stored!r}, but {run_dir}/config.yaml trains {cfg.model.name!r}")
-    done = int(meta.get("epoch", 0))
+    try:  # epochs completed (Lightning's "epoch" is the 0-based epoch the checkpoint was taken in)
+        done = int(meta["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        done = int(meta.get("epoch", 0))
     if cfg.trainer.max_epochs > 0 and cfg.trainer.max_epochs < done:
         raise ConfigError(f"--resume: trainer.max_epochs={cfg.trainer.max_epochs} is below the {done} epochs already trained")
     return cfg, str(ckpt)
