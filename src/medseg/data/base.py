@@ -27,6 +27,7 @@ Use :func:`collate_samples` (or :class:`medseg.data.transforms.MultiScaleCollate
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -122,9 +123,13 @@ def check_label(label: np.ndarray, num_classes: int | None, source: str | Path) 
 
 
 def read_list_file(path: Path) -> list[str]:
-    """Ids from a split list: one per line; blank lines and ``#`` comments skipped; duplicates dropped."""
+    """Ids from a split list: one per line; blank lines and ``#`` comments skipped; duplicates dropped.
+
+    The bytes are decoded as the OS decodes file names (:func:`os.fsdecode`: UTF-8, other bytes as
+    surrogate escapes), so an id matches its file's name whatever bytes the name holds.
+    """
     try:
-        text = path.read_text()
+        text = os.fsdecode(path.read_bytes())
     except OSError as err:
         raise DataError(f"{path}: cannot read split list: {err}") from None
     out: dict[str, None] = {}

@@ -41,6 +41,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -469,7 +470,7 @@ class NnUNetRawReader(Reader):
             if not p.is_file():
                 continue
             try:
-                data = json.loads(p.read_text())
+                data = json.loads(os.fsdecode(p.read_bytes()))  # ids as the OS decodes file names
             except (OSError, ValueError) as err:
                 raise DataError(f"{p}: cannot read ({err})") from None
             if isinstance(data, list):
