@@ -56,7 +56,7 @@ def _exit_if_failed(failures: list[str], total: int) -> None:
         return
     for line in failures:
         _error_line(line)
-    err_console.print(f"{len(failures)} of {total} input(s) failed (listed above); the others were written")
+    err_console.print(f"{len(failures)} of {total} input(s) failed (listed above)")
     raise typer.Exit(code=1)
 
 
@@ -143,6 +143,8 @@ def evaluate(
     fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a data.* or eval.* value of the run's config: key=value (repeatable).")] = None,
+    fail_fast: Annotated[bool, typer.Option(help=FAIL_FAST_HELP)] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(help=NONFINITE_HELP)] = False,
 ) -> None:
     """Evaluate a trained run (or an exported .onnx file) on one or several splits: per-case CSV, summary JSON, Markdown table."""
     if mode is not None and mode not in ("paper", "strict"):
@@ -154,13 +156,14 @@ def evaluate(
 
         summary = evaluate_run(run_dir, data=data, split=split, mode=mode, protocol=protocol, checkpoint=checkpoint,
                                device=device, out_dir=out, save_predictions=save_predictions, fast=fast,
-                               compile=compile, overrides=set_)
+                               compile=compile, overrides=set_, fail_fast=fail_fast, allow_nonfinite=allow_nonfinite)
     except _user_error_types() as err:
         _fail(str(err))
     from rich.markdown import Markdown
 
     console.print(Markdown(summary["markdown"]))
     console.print(f"{summary['cases']} cases in {summary['seconds']:.1f} s; files in {summary['out_dir']}")
+    _exit_if_failed(summary["failed"], summary["cases"] + len(summary["failed"]))
 
 
 # ---------------------------------------------------------------------------------------- predict
