@@ -966,8 +966,9 @@ def generate(
     ``count``: number of 2D cases (default 240 for phantom-ct, 200 for phantom-endo).
     ``volumes``: number of 3D phantom-ct volumes (default 10; 0 = none; only for phantom-ct).
     An existing ``out`` whose ``builtin.json`` matches the parameters and which carries the
-    ``.complete`` marker is returned untouched; otherwise it is regenerated.  A non-empty ``out``
-    that is not a built-in dataset is never overwritten.  Invalid arguments (unknown ``name``
+    ``.complete`` marker is returned untouched; otherwise it is regenerated, removing only the files
+    its manifest (:data:`MANIFEST`) lists.  A non-empty ``out`` holding any other file, or another
+    built-in data set, is refused (:class:`DataError`), never overwritten.  Invalid arguments (unknown ``name``
     included) raise :class:`medseg.utils.DataError`, a ``ValueError``.
     """
     if name not in BUILTIN_DATASETS:
