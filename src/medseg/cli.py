@@ -37,11 +37,31 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, MedsegError, FileNotFoundError)
 
 
-def _fail(msg: str, code: int = 2) -> None:
+def _error_line(msg: str) -> None:
     from rich.markup import escape
 
-    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    from medseg.utils import printable
+
+    err_console.print(f"[bold red]error:[/] {escape(printable(msg))}", highlight=False, soft_wrap=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    _error_line(msg)
     raise typer.Exit(code=code)
+
+
+def _exit_if_failed(failures: list[str], total: int) -> None:
+    """List the inputs that failed (one line each) and exit 1 when there are any."""
+    if not failures:
+        return
+    for line in failures:
+        _error_line(line)
+    err_console.print(f"{len(failures)} of {total} input(s) failed (listed above)")
+    raise typer.Exit(code=1)
+
+
+FAIL_FAST_HELP = "Stop at the first bad input (exit 2) instead of going on and listing the failures (exit 1)."
+NONFINITE_HELP = "Replace NaN/Inf input values with 0 (one warning per file) instead of failing that input."
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -137,6 +157,8 @@ def evaluate(
     fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a data.* or eval.* value of the run's config: key=value (repeatable).")] = None,
+    fail_fast: Annotated[bool, typer.Option(help=FAIL_FAST_HELP)] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(help=NONFINITE_HELP)] = False,
 ) -> None:
     """Evaluate a trained run (or an exported .onnx file) on one or several splits: per-case CSV, summary JSON, Markdown table."""
     if mode is not None and mode not in ("paper", "strict"):
@@ -148,13 +170,14 @@ def evaluate(
 
         summary = evaluate_run(run_dir, data=data, split=split, mode=mode, protocol=protocol, checkpoint=checkpoint,
                                device=device, out_dir=out, save_predictions=save_predictions, fast=fast,
-                               compile=compile, overrides=set_)
+                               compile=compile, overrides=set_, fail_fast=fail_fast, allow_nonfinite=allow_nonfinite)
     except _user_error_types() as err:
         _fail(str(err))
     from rich.markdown import Markdown
 
     console.print(Markdown(summary["markdown"]))
     console.print(f"{summary['cases']} cases in {summary['seconds']:.1f} s; files in {summary['out_dir']}")
+    _exit_if_failed(summary["failed"], summary["cases"] + len(summary["failed"]))
 
 
 # ---------------------------------------------------------------------------------------- predict
@@ -169,16 +192,20 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
+    fail_fast: Annotated[bool, typer.Option(help=FAIL_FAST_HELP)] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(help=NONFINITE_HELP)] = False,
 ) -> None:
     """Predict masks: one PNG per image (same stem, own size) or one NIfTI per volume."""
     try:
         from medseg.engine.predict import predict_paths
 
-        written = predict_paths(run_dir, input, output, overlay=overlay, probabilities=probabilities,
-                                checkpoint=checkpoint, device=device, fast=fast, compile=compile)
+        written, failures = predict_paths(run_dir, input, output, overlay=overlay, probabilities=probabilities,
+                                          checkpoint=checkpoint, device=device, fast=fast, compile=compile,
+                                          fail_fast=fail_fast, allow_nonfinite=allow_nonfinite)
     except _user_error_types() as err:
         _fail(str(err))
     console.print(f"wrote {len(written)} prediction(s) to {output}")
+    _exit_if_failed(failures, len(written) + len(failures))
 
 
 # ----------------------------------------------------------------------------------------- models

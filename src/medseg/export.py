@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medseg.utils import MedsegError, atomic_write
+from medseg.utils import MedsegError, atomic_write, check_output_file
 
 _log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ def export_onnx(
     except ImportError as err:
         raise MedsegError(f"ONNX export needs the [export] extra (onnx, onnxscript, onnxruntime): {err}") from None
 
+    check_output_file(out_path)
     meta: dict[str, Any] = {"in_channels": in_channels, "config": config, "checkpoint": checkpoint}
     was_training = isinstance(model_or_run_dir, nn.Module) and model_or_run_dir.training
     model = _resolve(model_or_run_dir, meta)
@@ -286,13 +287,18 @@ class OnnxModel:
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
-        raw = self.metadata.get("medseg_config")
-        self.config: dict[str, Any] | None = json.loads(raw) if raw else None
         self.model_name = self.metadata.get("medseg_model", "")
-        self.in_channels = int(self.metadata.get("in_channels", 0)) or None
-        self.out_channels = int(self.metadata.get("out_channels", 0)) or None
-        self.stride = int(self.metadata.get("stride", 1))
-        self.feedback_iters = int(self.metadata.get("medseg_feedback_iters", 1))
+        try:
+            raw = self.metadata.get("medseg_config")
+            self.config: dict[str, Any] | None = json.loads(raw) if raw else None
+            if self.config is not None and not isinstance(self.config, dict):
+                raise ValueError("medseg_config is not a JSON object")
+            self.in_channels = int(self.metadata.get("in_channels", 0)) or None
+            self.out_channels = int(self.metadata.get("out_channels", 0)) or None
+            self.stride = int(self.metadata.get("stride", 1))
+            self.feedback_iters = int(self.metadata.get("medseg_feedback_iters", 1))
+        except ValueError as err:
+            raise MedsegError(f"{self.path}: bad medseg metadata in the ONNX file ({err})") from None
 
     @property
     def cfg(self) -> Any:
@@ -305,7 +311,8 @@ class OnnxModel:
         if self.config is None:
             raise MedsegError(f"{self.path}: no medseg_config in the ONNX metadata (exported from a bare model?)")
         data = json.loads(json.dumps(self.config))
-        data.setdefault("eval", {})["feedback_iters"] = 1
+        if isinstance(data.setdefault("eval", {}), dict):  # anything else: validate() names the problem
+            data["eval"]["feedback_iters"] = 1
         return validate(data, where=str(self.path))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

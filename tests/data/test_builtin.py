@@ -346,3 +346,21 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a medseg built-in"):
         generate("phantom-endo", foreign, count=2, size=32)
     assert (foreign / "notes.txt").read_text() == "precious"
+
+
+def test_regenerating_never_deletes_files_it_did_not_write(tmp_path: Path) -> None:
+    """A generation lists its files (builtin-files.txt); regenerating over user files refuses, keeps them."""
+    root = generate("phantom-endo", tmp_path / "e", count=2, size=32)
+    listed = (root / builtin.MANIFEST).read_text().split()
+    assert "images/endo_0000.png" in listed and "splits/train.txt" in listed
+    (root / "images" / "notes.txt").write_text("precious")
+    (root / "mine").mkdir()
+    with pytest.raises(ValueError, match="medseg did not write"):
+        generate("phantom-endo", root, count=3, size=32)
+    assert (root / "images" / "notes.txt").read_text() == "precious" and (root / "mine").is_dir()
+    with pytest.raises(ValueError, match="not 'phantom-ct'"):
+        generate("phantom-ct", root, count=3, size=32, volumes=0)
+    (root / "images" / "notes.txt").unlink()
+    (root / "mine").rmdir()
+    generate("phantom-endo", root, count=3, size=32)  # only its own files: regenerated
+    assert len(list((root / "images").iterdir())) == 3

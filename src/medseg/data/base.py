@@ -27,6 +27,7 @@ Use :func:`collate_samples` (or :class:`medseg.data.transforms.MultiScaleCollate
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,10 +122,33 @@ def check_label(label: np.ndarray, num_classes: int | None, source: str | Path) 
     return label.astype(np.int64, copy=False)
 
 
+def check_image(image: np.ndarray, source: str | Path, *, allow_nonfinite: bool = False) -> np.ndarray:
+    """``image`` checked for inference: no 0-length axis, and only finite values.
+
+    A NaN or infinite value is a :class:`DataError` naming ``source``; with ``allow_nonfinite`` it is
+    replaced by 0 (in reader units, before normalisation) and a one-line warning is logged.
+    """
+    if 0 in image.shape:
+        raise DataError(f"{source}: empty image: shape {tuple(image.shape)} has a 0-length axis")
+    bad = ~np.isfinite(image)
+    n = int(bad.sum())
+    if not n:
+        return image
+    what = f"{source}: {n} of {image.size} image values are NaN or infinite"
+    if not allow_nonfinite:
+        raise DataError(f"{what} (--allow-nonfinite replaces them with 0)")
+    logger.warning("%s; replaced with 0", what)
+    return np.where(bad, np.zeros((), image.dtype), image)
+
+
 def read_list_file(path: Path) -> list[str]:
-    """Ids from a split list: one per line; blank lines and ``#`` comments skipped; duplicates dropped."""
+    """Ids from a split list: one per line; blank lines and ``#`` comments skipped; duplicates dropped.
+
+    The bytes are decoded as the OS decodes file names (:func:`os.fsdecode`: UTF-8, other bytes as
+    surrogate escapes), so an id matches its file's name whatever bytes the name holds.
+    """
     try:
-        text = path.read_text()
+        text = os.fsdecode(path.read_bytes())
     except OSError as err:
         raise DataError(f"{path}: cannot read split list: {err}") from None
     out: dict[str, None] = {}

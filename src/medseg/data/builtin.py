@@ -72,13 +72,13 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 from scipy.ndimage import zoom as nd_zoom
 
-from medseg.utils import DataError
+from medseg.utils import DataError, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -887,6 +887,54 @@ def _read_params(root: Path) -> dict | None:
         return None
 
 
+#: One line per file a generation wrote (relative, ``/``-separated); regenerating removes only these.
+MANIFEST = "builtin-files.txt"
+_OWN = ("builtin.json", ".complete", MANIFEST)
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    (folder / MANIFEST).write_text("".join(f"{f}\n" for f in [*files, MANIFEST] if f != ".complete"))
+
+
+def _own_files(root: Path, name: str) -> list[str]:
+    """The files of an earlier generation of ``name`` in ``root`` (all of its files), else a DataError.
+
+    ``root`` must be an empty folder, or hold a generation of the same data set whose manifest lists
+    every file in it: files the user added are never deleted.
+    """
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        raise DataError(f"{root}: exists and is a file; choose another folder")
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*")}
+    if not present:
+        return []
+    try:
+        listed = set(os.fsdecode((root / MANIFEST).read_bytes()).splitlines())
+        earlier = json.loads((root / "builtin.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        raise DataError(f"{root}: not empty and not a medseg built-in data set (no {MANIFEST}); "
+                        "refusing to overwrite it: choose another folder") from None
+    if earlier != name:
+        raise DataError(f"{root}: holds built-in data set {earlier!r}, not {name!r}; choose another folder")
+    folders = {parent.as_posix() for f in listed for parent in PurePosixPath(f).parents} - {"."}
+    foreign = sorted(present - listed - folders - set(_OWN))
+    if foreign:
+        raise DataError(f"{root}: holds {len(foreign)} file(s) medseg did not write (e.g. {foreign[0]}); "
+                        "refusing to regenerate over them: move them or choose another folder")
+    return sorted(present - folders)
+
+
+def _remove_own(root: Path, files: list[str]) -> None:
+    """Delete ``files`` (relative to ``root``), then the folders left empty, ``root`` included."""
+    for f in files:
+        (root / f).unlink(missing_ok=True)
+    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()  # a file added meanwhile makes this fail rather than be deleted
+    root.rmdir()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -918,8 +966,9 @@ def generate(
     ``count``: number of 2D cases (default 240 for phantom-ct, 200 for phantom-endo).
     ``volumes``: number of 3D phantom-ct volumes (default 10; 0 = none; only for phantom-ct).
     An existing ``out`` whose ``builtin.json`` matches the parameters and which carries the
-    ``.complete`` marker is returned untouched; otherwise it is regenerated.  A non-empty ``out``
-    that is not a built-in dataset is never overwritten.  Invalid arguments (unknown ``name``
+    ``.complete`` marker is returned untouched; otherwise it is regenerated, removing only the files
+    its manifest (:data:`MANIFEST`) lists.  A non-empty ``out`` holding any other file, or another
+    built-in data set, is refused (:class:`DataError`), never overwritten.  Invalid arguments (unknown ``name``
     included) raise :class:`medseg.utils.DataError`, a ``ValueError``.
     """
     if name not in BUILTIN_DATASETS:
@@ -957,14 +1006,8 @@ def generate(
     if _read_params(root) == params:
         logger.debug("built-in dataset %s is up to date at %s", name, root)
         return root
-    if root.exists() and (
-        not root.is_dir() or (any(root.iterdir()) and not (root / "builtin.json").exists())
-    ):
-        raise DataError(
-            f"{root} exists and is not a medseg built-in dataset (no builtin.json); "
-            "refusing to overwrite it: choose another folder"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
+    _own_files(root, name)  # refuses before any work when the folder holds files it did not write
+    check_output_dir(root.parent)
     _cleanup_stale_tmp(root)
 
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
@@ -986,12 +1029,13 @@ def generate(
         else:
             _write_endo(tmp, seed, count, size)
         (tmp / "builtin.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
+        _write_manifest(tmp)
         (tmp / ".complete").write_text("")
         if _read_params(root) == params:  # another process finished the same data meanwhile
             shutil.rmtree(tmp, ignore_errors=True)
             return root
         if root.exists():
-            shutil.rmtree(root)
+            _remove_own(root, _own_files(root, name))
         try:
             tmp.rename(root)
         except OSError:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,7 +145,9 @@ def _read_label(
         raise DataError(f"{path}: cannot read NIfTI data ({err})") from None
     if lab.ndim == 4 and lab.shape[3] == 1:
         lab = lab[..., 0]
-    if shape_xyz is not None and tuple(lab.shape[:3]) != tuple(shape_xyz[:3]):
+    if lab.ndim > 3:
+        raise DataError(f"{path}: label has shape {lab.shape}; a label map has 3 axes (one class index per voxel)")
+    if shape_xyz is not None and tuple(lab.shape) != tuple(shape_xyz[:3]):
         raise DataError(f"{path}: label shape {lab.shape} differs from the image shape {tuple(shape_xyz)}")
     return from_nifti_array(check_label(lab, num_classes, path), axes)
 
@@ -165,6 +168,8 @@ def _load_case(
             arr = img.get_fdata(dtype=np.float32)
         except Exception as err:
             raise DataError(f"{p}: cannot read NIfTI data ({err})") from None
+        if 0 in arr.shape:
+            raise DataError(f"{p}: empty image: shape {arr.shape} has a 0-length axis")
         if first is None:
             first = img
             axes = slice_axes(img.affine, arr.ndim)
@@ -469,7 +474,7 @@ class NnUNetRawReader(Reader):
             if not p.is_file():
                 continue
             try:
-                data = json.loads(p.read_text())
+                data = json.loads(os.fsdecode(p.read_bytes()))  # ids as the OS decodes file names
             except (OSError, ValueError) as err:
                 raise DataError(f"{p}: cannot read ({err})") from None
             if isinstance(data, list):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ import numpy as np
 
 from medseg.config import Config, ConfigError, apply_overrides, parse_override, validate
 from medseg.engine.predict import Predictor
-from medseg.utils import MedsegError, atomic_write_text
+from medseg.utils import MedsegError, atomic_write_text, check_output_dir, printable
 
 _log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def evaluate_run(
     fast: bool | None = None,
     compile: bool = False,
     overrides: list[str] | None = None,
+    fail_fast: bool = False,
+    allow_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s model on ``split`` of ``data`` (default: the training data's root).
 
@@ -99,7 +102,8 @@ def evaluate_run(
     and combined (see the module docstring). ``run_dir`` is a run folder or an exported ``.onnx``
     file (whose default output folder is ``<file without .onnx>-eval/``); ``fast`` / ``compile`` as
     in :class:`~medseg.engine.predict.Predictor`;
-    ``overrides``: ``key=value`` items applied to the run's ``data.*`` / ``eval.*`` config.
+    ``overrides``: ``key=value`` items applied to the run's ``data.*`` / ``eval.*`` config;
+    ``fail_fast`` / ``allow_nonfinite`` as in :func:`evaluate_split` (failed cases: ``summary["failed"]``).
     """
     from medseg.data.base import build_reader
 
@@ -121,15 +125,16 @@ def evaluate_run(
     splits, several = expand_splits(reader, split)
     base = run_dir.with_name(run_dir.stem + "-eval") if run_dir.is_file() else run_dir / "eval"
     info = {"checkpoint": checkpoint, "data": str(dcfg.root)}
+    options = {"save_predictions": save_predictions, "fail_fast": fail_fast, "allow_nonfinite": allow_nonfinite}
     if several:
         name = "+".join(split_folder_name(s) for s in split.split(",") if s.strip())
-        out = Path(out_dir) if out_dir else base / f"{name}-{mode}"
+        out = check_output_dir(Path(out_dir) if out_dir else base / f"{name}-{mode}")
         return evaluate_splits(predictor, reader, splits, mode=mode, protocol=protocol, out=out,
-                               save_predictions=save_predictions, max_cases=max_cases, info=info)
+                               max_cases=max_cases, info=info, **options)
     split = splits[0]
-    out = Path(out_dir) if out_dir else base / f"{split}-{mode}"
+    out = check_output_dir(Path(out_dir) if out_dir else base / f"{split}-{mode}")
     summary = evaluate_split(predictor, reader, split_ids(reader, split, max_cases), split=split, mode=mode,
-                             protocol=protocol, out=out, save_predictions=save_predictions)
+                             protocol=protocol, out=out, **options)
     summary.update(info)
     atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
     return summary
@@ -177,6 +182,8 @@ def evaluate_splits(
     save_predictions: bool = False,
     max_cases: int | None = None,
     info: dict[str, Any] | None = None,
+    fail_fast: bool = False,
+    allow_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate each split into ``out/<split>/`` and write the combined tables to ``out``.
 
@@ -188,7 +195,8 @@ def evaluate_splits(
     for s in splits:
         sub = out / split_folder_name(s)
         summary = evaluate_split(predictor, reader, ids[s], split=s, mode=mode, protocol=protocol, out=sub,
-                                 save_predictions=save_predictions)
+                                 save_predictions=save_predictions, fail_fast=fail_fast,
+                                 allow_nonfinite=allow_nonfinite)
         summary.update(info or {})
         atomic_write_text(sub / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
         sets[s] = summary
@@ -206,14 +214,17 @@ def combine_summaries(sets: dict[str, dict[str, Any]], *, mode: str) -> dict[str
     from medseg.metrics import polyp_markdown
 
     first = next(iter(sets.values()))
-    rows = {s: paper_row_markdown(v, v["class_names"]).splitlines() for s, v in sets.items()}
-    head, sep = next(iter(rows.values()))[:2]
-    markdown = "\n".join(["| Dataset " + head, "|---" + sep] + [f"| {s} " + r[2] for s, r in rows.items()])
+    rows = {s: paper_row_markdown(v, v["class_names"]).splitlines() for s, v in sets.items() if v["cases"]}
+    markdown = "no case could be evaluated"
+    if rows:
+        head, sep = next(iter(rows.values()))[:2]
+        markdown = "\n".join(["| Dataset " + head, "|---" + sep] + [f"| {s} " + r[2] for s, r in rows.items()])
     combined: dict[str, Any] = {
         "splits": list(sets),
         "protocol": first["protocol"],
         "mode": mode,
         "cases": sum(v["cases"] for v in sets.values()),
+        "failed": [line for v in sets.values() for line in v["failed"]],
         "seconds": round(sum(v["seconds"] for v in sets.values()), 2),
         "sets": {s: _without_markdown(v) for s, v in sets.items()},
     }
@@ -236,52 +247,78 @@ def evaluate_split(
     protocol: str,
     out: Path,
     save_predictions: bool = False,
+    fail_fast: bool = False,
+    allow_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Predict and score every case of ``ids``; write the tables to ``out``.
 
     ``predictor`` needs ``cfg`` and ``predict_case(case) -> (labels, probabilities)`` (a
     :class:`~medseg.engine.predict.Predictor`, or any object that behaves like one).
+    ``cases.csv`` grows as the cases are scored (flushed after each), so nothing scored is lost to a
+    later failure. A case that fails (unreadable, no label, NaN/Inf image unless ``allow_nonfinite``,
+    label shape unlike the image's) is left out and listed in ``summary["failed"]`` (one line each);
+    with ``fail_fast`` the first failure raises :class:`~medseg.utils.DataError`.
     """
+    from medseg.data.base import check_image
+    from medseg.engine.predict import guarded
     from medseg.metrics import MetricTable, evaluate_case
 
     cfg = predictor.cfg
     num_classes = cfg.data.num_classes
     if not ids:
         raise MedsegError(f"split {split!r} is empty")
-    first = reader.load(ids[0])
-    if protocol == "auto":
-        protocol = "volume" if first.is_volume else "image"
+    if protocol == "polyp" and num_classes != 2:
+        raise MedsegError("the polyp protocol is binary: this run has more than two classes")
     names = class_names_for(cfg, reader)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)
     table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel")
     polyp = None
     if protocol == "polyp":
         from medseg.metrics import PolypEvaluator
 
-        if num_classes != 2:
-            raise MedsegError("the polyp protocol is binary: this run has more than two classes")
         polyp = PolypEvaluator(minmax=True)  # per-image min-max before every polyp metric (module docstring)
     groups = {g.name: list(g.labels) for g in cfg.eval.label_groups}
-    start = time.perf_counter()
-    for cid in ids:
-        case = first if cid == ids[0] else reader.load(cid)
+    failures: list[str] = []
+    protocols: list[str] = []
+
+    def score(cid: str) -> None:
+        case = reader.load(cid)
         if case.label is None:
             raise MedsegError(f"case {cid} of split {split!r} has no label: cannot evaluate")
+        case.image = check_image(case.image, case.meta.get("image_path", cid), allow_nonfinite=allow_nonfinite)
         labels, probs = predictor.predict_case(case)
         spacing = case.spacing if cfg.eval.use_spacing else None
         rows = evaluate_case(labels, case.label, num_classes, spacing=spacing, mode=mode, hd_method=cfg.eval.hd_method,
                              label_groups=groups)
-        table.add(cid, rows)
-        if polyp is not None:
-            polyp.add(cid, probs[0], case.label)
         if save_predictions:
             _save_prediction(labels, case, out / "predictions", num_classes)
-    seconds = time.perf_counter() - start
+        if polyp is not None:
+            polyp.add(printable(cid), probs[0], case.label)
+        protocols.append("volume" if case.is_volume else "image")
+        table.add(printable(cid), rows)
 
+    start = time.perf_counter()
+    columns: list[str] | None = None
+    with open(out / "cases.csv", "w", encoding="utf-8", errors="backslashreplace") as log:
+        for cid in ids:
+            n = len(table.rows)
+            guarded(cid, partial(score, cid), failures, fail_fast=fail_fast)
+            if len(table.rows) > n:
+                log.write(table.csv_text(table.rows[n:], columns, header=columns is None))
+                log.flush()
+                columns = columns or table.columns()
+    seconds = time.perf_counter() - start
+    if protocol == "auto":
+        protocol = protocols[0] if protocols else "image"
+    summary: dict[str, Any] = {"split": split, "protocol": protocol, "cases": len(table.cases), "failed": failures,
+                               "seconds": round(seconds, 2)}
+    if not table.cases:
+        summary.update({"markdown": f"no case of split {split!r} could be evaluated", "out_dir": str(out)})
+        atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
+        return summary
     table.to_csv(out / "cases.csv")
-    summary = table.summary()
-    summary.update({"split": split, "protocol": protocol, "cases": len(ids), "seconds": round(seconds, 2),
-                    "class_names": names, "label_groups": groups})
+    summary.update(table.summary())
+    summary.update({"class_names": names, "label_groups": groups})
     markdown = paper_row_markdown(summary, names) + "\n\n" + table.to_markdown(names[1:])
     if polyp is not None:
         from medseg.metrics import polyp_markdown

@@ -8,9 +8,10 @@ sigmoid > 0.5) or argmax (multi-class), as MSNet's prediction script does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -20,9 +21,10 @@ from torch import Tensor, nn
 from medseg.config import Config, validate
 from medseg.engine.checkpoint import load_checkpoint, model_state_dict
 from medseg.models import build_model
-from medseg.utils import MedsegError
+from medseg.utils import DataError, MedsegError, check_output_dir, printable
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy.h5", ".h5")
@@ -43,6 +45,53 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
 def without_pretrained(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Model kwargs for rebuilding from a checkpoint: the weights come from the checkpoint, never a download."""
     return {k: v for k, v in kwargs.items() if k != "pretrained"}
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> tuple[nn.Module, Config]:
+    """The model a checkpoint describes, with its weights, and its config; one-line errors naming ``path``."""
+    try:
+        meta = ckpt["medseg"]
+        cfg = validate(meta["config"], where=str(path))
+        model = build_model(meta["model"], in_channels=meta["in_channels"], out_channels=meta["out_channels"],
+                            **without_pretrained(meta["model_kwargs"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise MedsegError(f"{path}: bad checkpoint metadata ({type(err).__name__}: {_first_line(err)})") from None
+    try:
+        model.load_state_dict(model_state_dict(ckpt))
+    except RuntimeError as err:  # missing / unexpected keys, size mismatches
+        raise MedsegError(f"{path}: the weights do not fit the stored model {meta['model']!r} and its kwargs "
+                          f"({_first_line(err)})") from None
+    return model, cfg
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return " ".join(lines[:2])[:300] if lines else type(err).__name__
+
+
+def input_error(err: BaseException, source: str) -> str:
+    """One line for a failed input: the error's message, prefixed by ``source`` unless it names it."""
+    msg = _first_line(err)
+    if not isinstance(err, MedsegError):
+        msg = f"{type(err).__name__}: {msg}"
+    return msg if source in msg else f"{source}: {msg}"
+
+
+def guarded(source: str, work: Callable[[], T], failures: list[str], *, fail_fast: bool = False) -> T | None:
+    """``work()`` for one input; an error becomes one line naming ``source``, appended to ``failures``.
+
+    With ``fail_fast`` the first error is raised as a :class:`~medseg.utils.DataError` holding that line.
+    The traceback is logged at DEBUG level (``logging`` shows it when asked).
+    """
+    try:
+        return work()
+    except Exception as err:
+        line = printable(input_error(err, source))
+        _log.debug("input %s failed", printable(source), exc_info=True)
+        if fail_fast:
+            raise DataError(line) from None
+        failures.append(line)
+        return None
 
 
 class Predictor:
@@ -91,12 +140,8 @@ class Predictor:
             return cls(runner.as_module(), runner.cfg, device="cpu", **kwargs)
         if not run_dir.is_dir():
             raise MedsegError(f"run folder not found: {run_dir}")
-        ckpt = load_checkpoint(find_checkpoint(run_dir, checkpoint))
-        meta = ckpt["medseg"]
-        cfg = validate(meta["config"], where=str(run_dir))
-        model = build_model(meta["model"], in_channels=meta["in_channels"], out_channels=meta["out_channels"],
-                            **without_pretrained(meta["model_kwargs"]))
-        model.load_state_dict(model_state_dict(ckpt))
+        path = find_checkpoint(run_dir, checkpoint)
+        model, cfg = model_from_checkpoint(load_checkpoint(path), path)
         return cls(model, cfg, device=device, **kwargs)
 
     # -- pre-processing ---------------------------------------------------------------------------
@@ -262,48 +307,68 @@ def predict_paths(
     device: str = "cpu",
     fast: bool | None = None,
     compile: bool = False,
-) -> list[Path]:
+    fail_fast: bool = False,
+    allow_nonfinite: bool = False,
+) -> tuple[list[Path], list[str]]:
     """Predict every image / volume under ``inputs``; write one mask per input with the same stem.
 
     ``run_dir`` is a run folder or an exported ``.onnx`` file; ``fast`` / ``compile`` as in :class:`Predictor`.
+    A bad input (unreadable, empty, NaN/Inf values unless ``allow_nonfinite``) does not stop the others:
+    returns the written masks and one line per failed input (``"<file>: <problem>"``); with
+    ``fail_fast`` the first failure raises :class:`~medseg.utils.DataError` instead.
     """
+    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile)
+    paths = list_inputs(Path(inputs))
+    out_dir = check_output_dir(output)
+    written: list[Path] = []
+    failures: list[str] = []
+    options = {"overlay": overlay, "probabilities": probabilities, "allow_nonfinite": allow_nonfinite}
+    for path in paths:
+        done = guarded(str(path), partial(_predict_file, predictor, path, out_dir, **options), failures,
+                       fail_fast=fail_fast)
+        if done is not None:
+            written.append(done)
+    return written, failures
+
+
+def _predict_file(predictor: Predictor, path: Path, out_dir: Path, *, overlay: bool, probabilities: bool,
+                  allow_nonfinite: bool) -> Path:
+    """Predict one image / volume file into ``out_dir``; returns the mask's path."""
+    from medseg.data.base import check_image
     from medseg.engine.visualize import overlay_panel, save_png
 
-    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile)
-    out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = _stem(path)
+    lower = path.name.lower()
     k = predictor.num_classes
-    written: list[Path] = []
-    for path in list_inputs(Path(inputs)):
-        stem = _stem(path)
-        lower = path.name.lower()
-        if lower.endswith(IMAGE_SUFFIXES):
-            from medseg.data.image_folder import read_image
+    channels = predictor.cfg.data.in_channels
+    if lower.endswith(IMAGE_SUFFIXES):
+        from medseg.data.image_folder import read_image
 
-            image = read_image(path, predictor.cfg.data.in_channels)
-            labels, probs = predictor.predict_images([image])[0]
-            written.append(save_png(mask_to_png_array(labels, k), out_dir / f"{stem}.png"))
-            if overlay:
-                save_png(overlay_panel(image, None, labels, k), out_dir / "overlays" / f"{stem}.png")
-            if probabilities:
-                for c in range(probs.shape[0]) if probs.shape[0] > 1 else [0]:
-                    suffix = "" if probs.shape[0] == 1 else f"_c{c}"
-                    save_png((probs[c] * 255).round().astype(np.uint8), out_dir / "probabilities" / f"{stem}{suffix}.png")
-        elif lower.endswith((".nii.gz", ".nii")):
-            from medseg.data.nnunet_raw import load_nifti_case, write_like
+        image = check_image(read_image(path, channels), path, allow_nonfinite=allow_nonfinite)
+        labels, probs = predictor.predict_images([image])[0]
+        mask = save_png(mask_to_png_array(labels, k), out_dir / f"{stem}.png")
+        if overlay:
+            save_png(overlay_panel(image, None, labels, k), out_dir / "overlays" / f"{stem}.png")
+        if probabilities:
+            for c in range(probs.shape[0]) if probs.shape[0] > 1 else [0]:
+                suffix = "" if probs.shape[0] == 1 else f"_c{c}"
+                save_png((probs[c] * 255).round().astype(np.uint8), out_dir / "probabilities" / f"{stem}{suffix}.png")
+        return mask
+    if lower.endswith((".nii.gz", ".nii")):
+        from medseg.data.nnunet_raw import load_nifti_case, write_like
 
-            case = load_nifti_case(path, in_channels=predictor.cfg.data.in_channels)
-            labels, probs = predictor.predict_volume(case.image)
-            written.append(write_like(labels.astype(np.uint8), case, out_dir / f"{stem}.nii.gz"))
-            if probabilities:
-                np.save(out_dir / f"{stem}_probabilities.npy", probs.astype(np.float16))
-        else:
-            from medseg.data.nnunet_raw import write_array_nifti
-            from medseg.data.transunet import load_volume_file
+        case = load_nifti_case(path, in_channels=channels)
+        case.image = check_image(case.image, path, allow_nonfinite=allow_nonfinite)
+        labels, probs = predictor.predict_volume(case.image)
+        mask = write_like(labels.astype(np.uint8), case, out_dir / f"{stem}.nii.gz")
+    else:
+        from medseg.data.nnunet_raw import write_array_nifti
+        from medseg.data.transunet import load_volume_file
 
-            case = load_volume_file(path, in_channels=predictor.cfg.data.in_channels)
-            labels, probs = predictor.predict_case(case)
-            written.append(write_array_nifti(labels.astype(np.uint8), out_dir / f"{stem}.nii.gz", spacing=case.spacing))
-            if probabilities:
-                np.save(out_dir / f"{stem}_probabilities.npy", probs.astype(np.float16))
-    return written
+        case = load_volume_file(path, in_channels=channels)
+        case.image = check_image(case.image, path, allow_nonfinite=allow_nonfinite)
+        labels, probs = predictor.predict_case(case)
+        mask = write_array_nifti(labels.astype(np.uint8), out_dir / f"{stem}.nii.gz", spacing=case.spacing)
+    if probabilities:
+        np.save(out_dir / f"{stem}_probabilities.npy", probs.astype(np.float16))
+    return mask

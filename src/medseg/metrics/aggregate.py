@@ -410,26 +410,33 @@ class MetricTable:
         }
 
     # ------------------------------------------------------------------ writers
-    def _columns(self) -> list[str]:
+    def columns(self) -> list[str]:
+        """The CSV columns: case, class, class name, metrics, empty flags, then any extra keys."""
         first = ["case", "class", "class_name"]
         metrics = self.metrics
         flags = ["gt_empty", "pred_empty"]
         rest = [k for r in self.rows for k in r if k not in first + metrics + flags]
         return first + metrics + flags + list(dict.fromkeys(rest))
 
-    def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """One line per (case, class); NaN written as ``nan``; floats at full precision."""
+    def csv_text(self, rows: Sequence[Mapping[str, Any]] | None = None, columns: Sequence[str] | None = None,
+                 header: bool = True) -> str:
+        """CSV of ``rows`` (default: all) with ``columns`` (default: all present); see :meth:`to_csv`."""
         names = self._name_map(None)
-        cols = self._columns()
+        cols = list(columns or self.columns())
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for r in self.rows:
+        if header:
+            w.writeheader()
+        for r in self.rows if rows is None else rows:
             out = {k: r.get(k, "") for k in cols}
             out["class_name"] = names[int(r["class"])]
             out = {k: (repr(v) if isinstance(v, float) else v) for k, v in out.items()}
             w.writerow(out)
-        return atomic_write_text(path, buf.getvalue())
+        return buf.getvalue()
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """One line per (case, class); NaN written as ``nan``; floats at full precision."""
+        return atomic_write_text(path, self.csv_text())
 
     @classmethod
     def from_csv(
