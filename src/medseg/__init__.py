@@ -21,7 +21,7 @@ _LAZY = {
     "MedsegError": "medseg.utils",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["MedsegError", "Predictor", "__version__", "build_model", "list_models", "load_run", "predict"]
 
 if TYPE_CHECKING:
     from medseg.api import load_run, predict

@@ -104,7 +104,7 @@ class Predictor:
         """One 2D image in any usual form -> float32 ``[in_channels, H, W]`` in reader units.
 
         Accepts a numpy array or torch tensor ``[H, W]``, ``[H, W, C]``, ``[C, H, W]`` (or ``[1, C, H, W]``)
-        and a PIL image. The channel axis is the first or last one whose size is 1, 3, 4 or ``in_channels``
+        and a PIL image. The channel axis is the first or last one whose size is at most 4 or ``in_channels``
         (the first when both are). For a run normalised with ``unit``/``imagenet`` (inputs in [0, 1]) integer
         arrays are scaled as the image readers scale PNG/JPEG (uint8 / 255, wider integers / 65535) and a float
         image above 1 is an error; ``window``/``zscore`` runs take raw intensities (HU), as the volume readers.
@@ -120,7 +120,7 @@ class Predictor:
         if a.ndim == 2:
             a = a[None]
         elif a.ndim == 3:
-            is_channel = [n in (1, 3, 4, c_in) for n in (a.shape[0], a.shape[-1])]
+            is_channel = [n <= 4 or n == c_in for n in (a.shape[0], a.shape[-1])]
             if not any(is_channel):
                 raise MedsegError(f"image of shape {tuple(a.shape)}: cannot tell the channel axis; give [H, W], "
                                   f"[H, W, C] or [C, H, W] with C = {c_in}")
