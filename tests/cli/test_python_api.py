@@ -89,3 +89,26 @@ def test_bad_inputs_are_one_line_errors(run_dir, image, needle):  # noqa: F811
     with pytest.raises(medseg.MedsegError, match=needle) as err:
         medseg.predict(predictor, image)
     assert "\n" not in str(err.value)
+
+
+def test_predict_a_nifti_volume_and_raw_intensities_for_window_runs(run_dir, ct_data):  # noqa: F811
+    """A volume file gives [D, H, W] labels, slice by slice; a ``window`` run takes raw HU (int16 kept as is)."""
+    import nibabel as nib
+
+    from medseg.config import NormalizeConfig
+
+    path = sorted((ct_data / "volumes" / "imagesTr").glob("*.nii.gz"))[0]
+    predictor = medseg.load_run(run_dir)
+    with pytest.raises(medseg.MedsegError, match="expects \\[0, 1\\]"):  # raw HU into a [0, 1] run
+        medseg.predict(predictor, path)
+    predictor.cfg.data.normalize = NormalizeConfig(kind="window", window=(-160, 240))  # as the README's evaluate
+    predictor._transform = None
+    labels = medseg.predict(predictor, path)
+    hu = np.asarray(nib.load(path).dataobj)  # the file's own axis order
+    assert labels.ndim == 3 and labels.max() > 0
+    z = labels.shape[0] // 2
+    from medseg.data.nnunet_raw import load_nifti_case
+
+    slice_hu = load_nifti_case(path, in_channels=1).image[0, z]  # [H, W] float HU as the reader gives it
+    assert hu.size == labels.size
+    assert np.array_equal(medseg.predict(predictor, slice_hu.round().astype(np.int16)), labels[z])
