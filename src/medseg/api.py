@@ -27,14 +27,15 @@ def predict(run: str | Path | Predictor, image: Any, *, checkpoint: str = "best"
     ``run``: a run folder, an ``.onnx`` file or a loaded :class:`Predictor`. ``image``: a file (PNG/JPEG/...
     image: ``[H, W]``; NIfTI or TransUNet h5/npz volume: ``[D, H, W]``), or a numpy array / torch tensor
     ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]``, or a PIL image -- converted, scaled and normalised as the
-    run's training data (see :meth:`Predictor.as_image`). Binary runs give {0, 1}, K-class runs 0..K-1.
+    run's training data (see :meth:`Predictor.as_image`; a float array above 1 for a run that expects [0, 1]
+    is a :class:`MedsegError`). Binary runs give {0, 1}, K-class runs 0..K-1.
     """
     from medseg.engine.predict import Predictor
 
     predictor = run if isinstance(run, Predictor) else load_run(run, checkpoint=checkpoint, device=device)
     if isinstance(image, (str, Path)):
         return _predict_file(predictor, Path(image))
-    return predictor.predict_images([image])[0][0]
+    return predictor.predict_images([predictor.as_image(image, strict=True)])[0][0]
 
 
 def _predict_file(predictor: Predictor, path: Path) -> np.ndarray:

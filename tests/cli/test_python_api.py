@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -91,7 +92,7 @@ def test_bad_inputs_are_one_line_errors(run_dir, image, needle):  # noqa: F811
     assert "\n" not in str(err.value)
 
 
-def test_predict_a_nifti_volume_and_raw_intensities_for_window_runs(run_dir, ct_data):  # noqa: F811
+def test_predict_a_nifti_volume_and_raw_intensities_for_window_runs(run_dir, ct_data, caplog):  # noqa: F811
     """A volume file gives [D, H, W] labels, slice by slice; a ``window`` run takes raw HU (int16 kept as is)."""
     import nibabel as nib
 
@@ -99,8 +100,9 @@ def test_predict_a_nifti_volume_and_raw_intensities_for_window_runs(run_dir, ct_
 
     path = sorted((ct_data / "volumes" / "imagesTr").glob("*.nii.gz"))[0]
     predictor = medseg.load_run(run_dir)
-    with pytest.raises(medseg.MedsegError, match="expects \\[0, 1\\]"):  # raw HU into a [0, 1] run
-        medseg.predict(predictor, path)
+    with caplog.at_level(logging.WARNING, logger="medseg.engine.predict"):  # raw HU into a [0, 1] run:
+        medseg.predict(predictor, path)  # a warning, as `medseg predict` and `evaluate` give on such files
+    assert sum("expects [0, 1]" in r.getMessage() for r in caplog.records) == 1  # once, not once a slice
     predictor.cfg.data.normalize = NormalizeConfig(kind="window", window=(-160, 240))  # as the README's evaluate
     predictor._transform = None
     labels = medseg.predict(predictor, path)
@@ -112,3 +114,22 @@ def test_predict_a_nifti_volume_and_raw_intensities_for_window_runs(run_dir, ct_
     slice_hu = load_nifti_case(path, in_channels=1).image[0, z]  # [H, W] float HU as the reader gives it
     assert hu.size == labels.size
     assert np.array_equal(medseg.predict(predictor, slice_hu.round().astype(np.int16)), labels[z])
+
+
+def test_predictor_predict_images_takes_rgb_uint8_and_warns_on_0_255_floats(caplog):
+    """Predictor.predict_images (no run folder): an RGB uint8 [H, W, 3] image for a grey run, and a loud 0-255 float."""
+    from medseg.config import load_config
+    from medseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet", in_channels=1, out_channels=7, features=(4, 8, 8, 16, 16, 4))
+    predictor = medseg.Predictor(model, load_config("quickstart", ["data.size=[64,64]"]))
+    rgb = (np.random.default_rng(0).random((50, 60, 3)) * 255).astype(np.uint8)
+    grey = (rgb / np.float32(255) * np.float32([0.299, 0.587, 0.114])).sum(-1, dtype=np.float32)
+    (labels, probs), (labels2, probs2) = predictor.predict_images([rgb, grey])
+    assert labels.shape == (50, 60) and probs.shape == (7, 50, 60)
+    assert np.allclose(probs, probs2, atol=1e-5)
+    with caplog.at_level(logging.WARNING, logger="medseg.engine.predict"):
+        predictor.predict_images([grey * 255, grey * 255])
+    warned = [r.getMessage() for r in caplog.records if "but this run expects [0, 1]" in r.getMessage()]
+    assert len(warned) == 1 and "pass uint8 or divide by 255" in warned[0]  # once per Predictor

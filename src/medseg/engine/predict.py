@@ -78,6 +78,7 @@ class Predictor:
         self.compile = compile
         self._optimized = not self.fast or bool(getattr(model, "medseg_fast", False))
         self._transform = None
+        self._warned_range = False
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Predictor:
@@ -100,14 +101,15 @@ class Predictor:
         return cls(model, cfg, device=device, **kwargs)
 
     # -- pre-processing ---------------------------------------------------------------------------
-    def as_image(self, image: Any) -> np.ndarray:
+    def as_image(self, image: Any, *, strict: bool = False) -> np.ndarray:
         """One 2D image in any usual form -> float32 ``[in_channels, H, W]`` in reader units.
 
         Accepts a numpy array or torch tensor ``[H, W]``, ``[H, W, C]``, ``[C, H, W]`` (or ``[1, C, H, W]``)
         and a PIL image. The channel axis is the first or last one whose size is at most 4 or ``in_channels``
         (the first when both are). For a run normalised with ``unit``/``imagenet`` (inputs in [0, 1]) integer
         arrays are scaled as the image readers scale PNG/JPEG (uint8 / 255, wider integers / 65535) and a float
-        image above 1 is an error; ``window``/``zscore`` runs take raw intensities (HU), as the volume readers.
+        image above 1 is an error with ``strict`` (``medseg.predict`` on arrays) and else a warning, once per
+        Predictor; ``window``/``zscore`` runs take raw intensities (HU), as the volume readers.
         Channels are adapted as the readers do (grey -> repeated, RGB -> luminance, RGBA -> alpha dropped).
         Any other shape or channel count is a one-line :class:`MedsegError`.
         """
@@ -139,8 +141,13 @@ class Predictor:
         else:
             a = a.astype(np.float32, copy=False)
         if unit and a.size and float(a.max()) > 1.0 + 1e-3:
-            raise MedsegError(f"float image has values up to {float(a.max()):g} but this run expects [0, 1] "
-                              f"(data.normalize.kind = {kind}): pass uint8 or divide by 255")
+            msg = (f"float image has values up to {float(a.max()):g} but this run expects [0, 1] "
+                   f"(data.normalize.kind = {kind}): pass uint8 or divide by 255")
+            if strict:
+                raise MedsegError(msg)
+            if not self._warned_range:
+                self._warned_range = True
+                _log.warning("%s", msg)
         if a.shape[0] == 4 and c_in in (1, 3):  # RGBA: alpha dropped, as the readers do
             a = a[:3]
         try:
