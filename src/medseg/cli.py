@@ -211,18 +211,72 @@ def predict(
 # ----------------------------------------------------------------------------------------- models
 @app.command()
 def models(
-    params: Annotated[bool, typer.Option(help="Build each model to count its parameters.")] = True,
+    pattern: Annotated[str | None, typer.Argument(help="Name filter with shell wildcards, e.g. '*unet*'.")] = None,
+    params: Annotated[bool, typer.Option(help="Show parameter counts (3 -> 1 channels).")] = True,
 ) -> None:
     """List the registered models with paper, default input size and parameter count."""
     from rich.table import Table
 
-    from medseg.models import list_models
+    from medseg.catalog import match_names, read_catalog
 
+    rows = {r["name"]: r for r in read_catalog()}  # the package's table: no model is built or imported
+    names = match_names(list(rows), pattern or "")
+    if not names:
+        _fail(f"no model matches {pattern!r}; models: {', '.join(rows)}")
     table = Table("name", "paper", "default size", "stride", "params (3->1)")
-    for row in list_models(with_params=params):
+    for row in (rows[n] for n in names):
         size = "x".join(str(s) for s in row["default_size"])
         table.add_row(row["name"], row["paper"], size, str(row["stride"]), f"{row['params']:,}" if params else "-")
     console.print(table)
+
+
+# ---------------------------------------------------------------------------------------- recipes
+recipes_app = typer.Typer(help="Built-in recipes: list them, or show one resolved.")
+app.add_typer(recipes_app, name="recipes")
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of ``text``, whitespace collapsed (``Sci. Rep.`` does not end it)."""
+    import re
+
+    return re.split(r"(?<=[a-z0-9)]{3}[.])\s", " ".join(text.split()), maxsplit=1)[0]
+
+
+@recipes_app.callback(invoke_without_command=True)
+def recipes(ctx: typer.Context) -> None:
+    """List the built-in recipes with a one-line description each (`medseg recipes show NAME` for the rest)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from medseg.config import load_config, recipe_names
+
+    names = recipe_names()
+    table = Table(box=None, pad_edge=False)
+    table.add_column("recipe", style="cyan", no_wrap=True, min_width=max(map(len, names)))
+    table.add_column("description", no_wrap=True, overflow="ellipsis")  # one line each
+    for name in names:
+        table.add_row(name, _first_sentence(load_config(name).description))
+    console.print(table)
+
+
+@recipes_app.command("show")
+def recipes_show(
+    name: Annotated[str, typer.Argument(help="Built-in recipe name or a YAML file.")],
+    preset: Annotated[list[str] | None, typer.Option("--preset", help="Apply this preset of the recipe (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value (repeatable).")] = None,
+) -> None:
+    """Print a recipe's resolved configuration as YAML (what `medseg train` would save as config.yaml)."""
+    import yaml
+
+    overrides = ([f"preset=[{', '.join(preset)}]"] if preset else []) + list(set_ or [])
+    try:
+        from medseg.config import load_config
+
+        cfg = load_config(name, overrides)
+    except _user_error_types() as err:
+        _fail(str(err))
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
 
 
 # ------------------------------------------------------------------------------------------ stats
@@ -361,6 +415,21 @@ def data_check(
     if problems:
         _fail(f"{root}: {len(problems)} of {n_train + n_val} cases failed the check")
     console.print(f"{root}: {n_train} training and {n_val} validation cases read, all good")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from medseg import __version__
+
+        print(f"medseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Medical image segmentation: train, evaluate and predict with the papers' models and protocols."""
 
 
 def main() -> None:

@@ -127,6 +127,7 @@ class Predictor:
         self.compile = compile
         self._optimized = not self.fast or bool(getattr(model, "medseg_fast", False))
         self._transform = None
+        self._warned_range = False
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Predictor:
@@ -145,6 +146,60 @@ class Predictor:
         return cls(model, cfg, device=device, **kwargs)
 
     # -- pre-processing ---------------------------------------------------------------------------
+    def as_image(self, image: Any, *, strict: bool = False) -> np.ndarray:
+        """One 2D image in any usual form -> float32 ``[in_channels, H, W]`` in reader units.
+
+        Accepts a numpy array or torch tensor ``[H, W]``, ``[H, W, C]``, ``[C, H, W]`` (or ``[1, C, H, W]``)
+        and a PIL image. The channel axis is the first or last one whose size is at most 4 or ``in_channels``
+        (the first when both are). For a run normalised with ``unit``/``imagenet`` (inputs in [0, 1]) integer
+        arrays are scaled as the image readers scale PNG/JPEG (uint8 / 255, wider integers / 65535) and a float
+        image above 1 is an error with ``strict`` (``medseg.predict`` on arrays) and else a warning, once per
+        Predictor; ``window``/``zscore`` runs take raw intensities (HU), as the volume readers.
+        Channels are adapted as the readers do (grey -> repeated, RGB -> luminance, RGBA -> alpha dropped).
+        Any other shape or channel count is a one-line :class:`MedsegError`.
+        """
+        from medseg.data.base import adapt_channels
+
+        c_in = self.cfg.data.in_channels
+        a = _to_array(image)
+        if a.ndim == 4 and a.shape[0] == 1:
+            a = a[0]
+        if a.ndim == 2:
+            a = a[None]
+        elif a.ndim == 3:
+            is_channel = [n <= 4 or n == c_in for n in (a.shape[0], a.shape[-1])]
+            if not any(is_channel):
+                raise MedsegError(f"image of shape {tuple(a.shape)}: cannot tell the channel axis; give [H, W], "
+                                  f"[H, W, C] or [C, H, W] with C = {c_in}")
+            if not is_channel[0]:
+                a = np.moveaxis(a, -1, 0)
+        else:
+            raise MedsegError(f"image of shape {tuple(a.shape)}: expected one 2D image [H, W], [H, W, C] or [C, H, W]")
+        if a.dtype.kind not in "buif":
+            raise MedsegError(f"image of dtype {a.dtype}: expected numbers (uint8, uint16, int16 or float)")
+        kind = self.cfg.data.normalize.kind
+        unit = kind in ("unit", "imagenet")  # the run expects [0, 1], as PNG/JPEG readers give
+        if unit and a.dtype == np.uint8:
+            a = a.astype(np.float32) / np.float32(255.0)
+        elif unit and a.dtype.kind in "ui":
+            a = a.astype(np.float32) / np.float32(65535.0)
+        else:
+            a = a.astype(np.float32, copy=False)
+        if unit and a.size and float(a.max()) > 1.0 + 1e-3:
+            msg = (f"float image has values up to {float(a.max()):g} but this run expects [0, 1] "
+                   f"(data.normalize.kind = {kind}): pass uint8 or divide by 255")
+            if strict:
+                raise MedsegError(msg)
+            if not self._warned_range:
+                self._warned_range = True
+                _log.warning("%s", msg)
+        if a.shape[0] == 4 and c_in in (1, 3):  # RGBA: alpha dropped, as the readers do
+            a = a[:3]
+        try:
+            return adapt_channels(a, c_in, "image", allow_luminance=True)
+        except MedsegError as err:
+            raise MedsegError(f"{err} (shape {tuple(a.shape)}, channel axis first)") from None
+
     def preprocess(self, image: np.ndarray) -> Tensor:
         """One 2D image [C, H, W] in reader units -> normalised tensor [C, h, w] at the training size."""
         if self._transform is None:
@@ -207,7 +262,10 @@ class Predictor:
             yield start, torch.stack([self.preprocess(im) for im in chunk])
 
     def predict_images(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """2D images [C, H, W] -> (labels [H, W] int64, probabilities [K', H, W] float32) at each own size."""
+        """2D images -> (labels [H, W] int64, probabilities [K', H, W] float32) at each own size.
+
+        Each image is [C, H, W] in reader units or any form :meth:`as_image` accepts."""
+        images = [self.as_image(im) for im in images]
         results: list[tuple[np.ndarray, np.ndarray]] = []
         for start, batch in self._batches(images):
             probs = self.probabilities(batch)
@@ -231,6 +289,24 @@ class Predictor:
         if case.image.ndim == 4:
             return self.predict_volume(case.image)
         return self.predict_images([case.image])[0]
+
+
+def _to_array(image: Any) -> np.ndarray:
+    """A numpy array from an array, a torch tensor or a PIL image (alpha dropped, palette -> RGB)."""
+    if isinstance(image, Tensor):
+        return image.detach().cpu().numpy()
+    if hasattr(image, "getbands") and hasattr(image, "convert"):  # a PIL image, without importing PIL
+        if image.mode in ("1", "LA", "La"):
+            image = image.convert("L")
+        elif image.mode not in ("L", "RGB", "I", "F") and not image.mode.startswith("I;16"):
+            image = image.convert("RGB")
+        return np.asarray(image)
+    if isinstance(image, (str, Path)):
+        raise MedsegError(f"{image}: Predictor takes arrays; read files with medseg.predict or `medseg predict`")
+    a = np.asarray(image)
+    if a.dtype == object:
+        raise MedsegError(f"cannot read an image from {type(image).__name__}")
+    return a
 
 
 def zoom_labels(labels: np.ndarray, size: tuple[int, ...]) -> np.ndarray:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from medseg.config import ConfigError
@@ -82,10 +83,22 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def list_models(with_params: bool = True, in_channels: int = 3, out_channels: int = 1) -> list[dict[str, Any]]:
-    """Name, paper, default input size, stride and (optionally) trainable parameters of every model."""
+def list_models(
+    pattern: str | Sequence[str] = "", with_params: bool = True, in_channels: int = 3, out_channels: int = 1
+) -> list[dict[str, Any]]:
+    """Name, paper, default input size, stride, description and (optionally) trainable parameters of
+    every model whose name matches ``pattern`` (shell-style, as timm's ``list_models("*unet*")``).
+
+    Parameter counts for 3 -> 1 channels come from the package's table (:mod:`medseg.catalog`); other
+    channels or models not in it are counted by building them on the meta device (no weights allocated).
+    """
+    from medseg.catalog import PARAMS_CHANNELS, match_names, read_catalog
+
+    cached: dict[str, int] = {}
+    if with_params and (in_channels, out_channels) == PARAMS_CHANNELS:
+        cached = {r["name"]: r["params"] for r in read_catalog()}
     rows = []
-    for name in model_names():
+    for name in match_names(model_names(), pattern):
         e = _REGISTRY[name]
         row: dict[str, Any] = {
             "name": name,
@@ -95,6 +108,9 @@ def list_models(with_params: bool = True, in_channels: int = 3, out_channels: in
             "description": e.description,
         }
         if with_params:
-            row["params"] = count_parameters(build_model(name, in_channels, out_channels))
+            if name not in cached:
+                with torch.device("meta"):
+                    cached[name] = count_parameters(build_model(name, in_channels, out_channels))
+            row["params"] = cached[name]
         rows.append(row)
     return rows
