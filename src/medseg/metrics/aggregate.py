@@ -65,7 +65,7 @@ import numpy as np
 
 from medseg.utils import atomic_write_text
 
-from .distance import HD95_METHODS, _normalize_spacing, border_coords, directed_distances, distances_from_sets
+from .distance import HD95_METHODS, _normalize_spacing, border_maps, distances_from_sets, label_distances
 from .overlap import overlap_scores
 
 __all__ = [
@@ -171,7 +171,7 @@ def evaluate_case(
     # class's surface (only when a distance is asked for and some class needs one).
     k = num_classes
     cm = np.bincount(p_lab.ravel().astype(np.int64) * k + g_lab.ravel(), minlength=k * k).reshape(k, k)
-    borders: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+    borders = None
 
     rows: list[dict[str, Any]] = []
     for c in range(1, num_classes):
@@ -185,9 +185,9 @@ def evaluate_case(
 
         if not pred_empty and not gt_empty:
             if dist_names and borders is None:
-                borders = border_coords(p_lab, k), border_coords(g_lab, k)
+                borders = border_maps(p_lab, g_lab, k, sp)
             dists = (
-                distances_from_sets(*directed_distances(borders[0][c - 1], borders[1][c - 1], sp),
+                distances_from_sets(*label_distances(borders, c),
                                     hd_method=hd_method, metrics=dist_names)
                 if dist_names else {}
             )
