@@ -59,6 +59,7 @@ __all__ = [
     "directed_distances",
     "BorderMap",
     "border_maps",
+    "foreground_box",
     "label_distances",
     "distances_from_sets",
     "hd95",
@@ -118,6 +119,36 @@ def border_coords(labels: np.ndarray, num_labels: int) -> list[np.ndarray]:
     return np.split(coords, np.cumsum(counts)[:-1]) if num_labels > 2 else [coords]
 
 
+def foreground_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (tuple of slices) holding every non-zero voxel of ``a`` and ``b`` (same shape);
+    ``None`` if both are all zero.
+
+    Outside this box both maps are background, so borders and distances computed on the box with a
+    zero border of at least one voxel (what :class:`BorderMap` adds) are those of the whole arrays.
+    """
+    if a.size == 0:
+        return None
+    if a.ndim == 0:
+        return () if (a != 0 or b != 0) else None
+    if a.dtype in (np.uint8, np.bool_) and b.dtype in (np.uint8, np.bool_):
+        m = np.bitwise_or(a.view(np.uint8), b.view(np.uint8))
+    else:
+        m = ((a != 0) | (b != 0)).view(np.uint8)
+    if m.ndim == 1:
+        projections = [m]
+    else:  # axis 0 over contiguous rows, then the other axes from the (small) projection along axis 0
+        rest = m.max(axis=0)
+        projections = [m.reshape(m.shape[0], -1).max(axis=1)]
+        projections += [rest.max(axis=tuple(x for x in range(rest.ndim) if x != ax)) for ax in range(rest.ndim)]
+    box = []
+    for proj in projections:
+        nz = np.flatnonzero(proj)
+        if nz.size == 0:
+            return None
+        box.append(slice(int(nz[0]), int(nz[-1]) + 1))
+    return tuple(box)
+
+
 class BorderMap:
     """The surfaces (borders) of every label of a label map, kept for nearest-border look-ups.
 
@@ -151,7 +182,7 @@ class BorderMap:
         order = np.argsort(values, kind="stable")  # stable: C order within each label
         self._flat = flat[order]
         self._bounds = np.concatenate(([0], np.cumsum(np.bincount(values, minlength=num_labels))))
-        grid[~keep] = 0
+        np.multiply(grid, keep, out=grid)  # non-border voxels -> 0
         self.grid = grid
         self.shape = grid.shape
 
@@ -284,7 +315,8 @@ def surface_distances(
             "surface distances are undefined for an empty mask "
             f"(pred empty: {not p.any()}, gt empty: {not g.any()})"
         )
-    return label_distances(border_maps(p, g, 2, sp), 1)
+    box = foreground_box(p, g)
+    return label_distances(border_maps(p[box], g[box], 2, sp), 1)
 
 
 def distances_from_sets(
