@@ -247,7 +247,9 @@ def bench_volume_eval(max_volumes: int | None, workloads: list[str], repeats: in
                 t_ours, ours = _median_seconds(
                     functools.partial(evaluate_case, pred, gt, 4, mode="paper", metrics=names), repeats)
 
-                def run_medpy(pred: np.ndarray = pred, gt: np.ndarray = gt) -> list[dict[str, float] | None]:
+                def run_medpy(
+                    pred: np.ndarray = pred, gt: np.ndarray = gt, names: tuple[str, ...] = names
+                ) -> list[dict[str, float] | None]:
                     ref: list[dict[str, float] | None] = []
                     for c in range(1, 4):  # medpy per class, as TransUNet's calculate_metric_percase calls it
                         p, g = pred == c, gt == c

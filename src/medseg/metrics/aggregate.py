@@ -65,7 +65,14 @@ import numpy as np
 
 from medseg.utils import atomic_write_text
 
-from .distance import HD95_METHODS, _normalize_spacing, border_maps, distances_from_sets, foreground_box, label_distances
+from .distance import (
+    HD95_METHODS,
+    _normalize_spacing,
+    border_maps,
+    distances_from_sets,
+    foreground_box,
+    label_distances,
+)
 from .overlap import overlap_scores
 
 __all__ = [
