@@ -231,6 +231,12 @@ class _Offsets:
         n = len(self.length)
         self.chunks = [(0, 1)] + ([(1, min(n, 1 + 2 * len(spacing))), (min(n, 1 + 2 * len(spacing)), n)])
         self.chunks = [(a, b) for a, b in self.chunks if b > a]
+        # offset number within its chunk (uint8: 255 means "no hit"); long chunks are split
+        chunks = []
+        for a, b in self.chunks:
+            chunks += [(i, min(b, i + 254)) for i in range(a, b, 254)]
+        self.chunks = chunks
+        self.rank = np.concatenate([np.arange(b - a) for a, b in chunks]).astype(np.uint8)
 
     def linear(self, shape: tuple[int, ...]) -> np.ndarray:
         strides = np.cumprod((shape[1:] + (1,))[::-1])[::-1]
@@ -260,9 +266,12 @@ def _nearest_border(
             hit = grid[cand + lin[a]] == c
             dist[todo[hit]] = offsets.length[a]
         else:
-            found = grid[cand[:, None] + lin[None, a:b]] == c
-            hit = found.any(axis=1)
-            dist[todo[hit]] = offsets.length[a:b][found[hit].argmax(axis=1)]
+            # [offsets, voxels]: the reductions run along axis 0, element-wise over long rows (fast);
+            # the first hit in offset order is the smallest offset number among the hits
+            found = grid[lin[a:b, None] + cand[None, :]] == c
+            first = np.where(found, offsets.rank[a:b, None], np.uint8(255)).min(axis=0)
+            hit = first != 255
+            dist[todo[hit]] = offsets.length[a:b][first[hit]]
         miss = ~hit
         todo, cand = todo[miss], cand[miss]
     if todo.size:
