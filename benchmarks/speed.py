@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -235,6 +236,7 @@ def bench_volume_eval(max_volumes: int | None, workloads: list[str], repeats: in
         with h5py.File(root / "data" / f"{cid}.h5", "r") as fh:
             truths.append((cid, fh["label"][()]))
     results = []
+    load_before = os.getloadavg()
     for wname in workloads:
         rng = np.random.default_rng(0)
         cases = [(cid, gt, VOLUME_WORKLOADS[wname](gt, rng)) for cid, gt in truths]
@@ -290,9 +292,13 @@ def bench_volume_eval(max_volumes: int | None, workloads: list[str], repeats: in
         ok = r["ratio"] >= 20 and max(r["max_abs_diff"].values()) <= 1e-6
         lines.append(f"| {r['workload']} | {r['protocol']} | {r['volumes']} | {r['ours_ms_per_volume']:.1f} | "
                      f"{r['medpy_ms_per_volume']:.0f} | {r['ratio']:.1f}x | {diff} | {'met' if ok else 'MISSED'} |")
-    lines += ["", f"Command: `{command}`"]
+    load_after = os.getloadavg()
+    lines += ["", f"Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after: the machine is shared, so both "
+              "sides' times move with it (interleaving keeps the ratio fairer than the absolute times).",
+              "", f"Command: `{command}`"]
     write_result("volume_eval", "Volume-wise evaluation: medseg against medpy (CPU)", lines,
-                 {"command": command, "repeats": repeats, "results": results})
+                 {"command": command, "repeats": repeats, "loadavg_before": load_before, "loadavg_after": load_after,
+                  "results": results})
 
 
 # -- data loading ---------------------------------------------------------------------------------
