@@ -260,3 +260,177 @@ def test_multiclass_case_agrees_with_medpy_per_class() -> None:
             assert row["hd95"] == pytest.approx(mb.hd95(p, g, voxelspacing=spacing), abs=1e-6)
             assert row["asd"] == pytest.approx(mb.asd(p, g, voxelspacing=spacing), abs=1e-6)
             assert row["assd"] == pytest.approx(mb.assd(p, g, voxelspacing=spacing), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- the fast path
+# surface_distances / evaluate_case crop to the box of the labelled voxels, pad it with background,
+# search the nearest border voxel on the grid (offsets within 2 voxels, nearest first) and fall back
+# to a k-d tree for the voxels left. These cases are where a crop or a search radius could go wrong.
+def _medpy_all(mb, p: np.ndarray, g: np.ndarray, spacing) -> dict[str, float]:
+    return {
+        "hd95": mb.hd95(p, g, voxelspacing=spacing),
+        "hd": mb.hd(p, g, voxelspacing=spacing),
+        "asd": mb.asd(p, g, voxelspacing=spacing),
+        "assd": mb.assd(p, g, voxelspacing=spacing),
+    }
+
+
+def _ours_all(p: np.ndarray, g: np.ndarray, spacing) -> dict[str, float]:
+    return {"hd95": hd95(p, g, spacing), "hd": hd(p, g, spacing), "asd": asd(p, g, spacing), "assd": assd(p, g, spacing)}
+
+
+def _crop_cases() -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...] | float | None]]:
+    cases = []
+    # 2D: structures filling whole rows/columns up to the array edges (the edge is background)
+    g = np.zeros((20, 24), dtype=bool)
+    g[:, :7] = True
+    p = np.zeros_like(g)
+    p[:9, 3:12] = True
+    cases += [("2d edge columns", p, g, None), ("2d edge columns aniso", p, g, (0.6, 2.5))]
+    # 2D: the whole array vs a corner pixel; a single pixel each in opposite corners
+    full = np.ones((9, 11), dtype=bool)
+    corner = np.zeros_like(full)
+    corner[-1, -1] = True
+    other = np.zeros_like(full)
+    other[0, 0] = True
+    cases += [("2d full vs corner", full, corner, (1.5, 0.5)), ("2d opposite corners", other, corner, None)]
+    # 3D: tiny specks far apart (only the k-d tree reaches them), iso and anisotropic
+    g = np.zeros((16, 40, 36), dtype=bool)
+    g[7:10, 18:23, 16:20] = True
+    p = g.copy()
+    p[0, 0, 0] = p[15, 39, 35] = p[0, 39, 0] = True  # specks in three corners
+    q = np.zeros_like(g)
+    q[2, 3, 4] = q[13, 30, 31] = True  # two single voxels only
+    cases += [
+        ("3d specks in corners", p, g, None),
+        ("3d specks aniso", p, g, (5.0, 0.7, 0.9)),
+        ("3d two voxels", q, g, (2.0, 1.0, 1.0)),
+        ("3d two voxels vs specks", q, p, (0.5, 3.0, 1.0)),
+    ]
+    # 3D: slabs touching opposite faces, shifted: distances across the whole box
+    g = np.zeros((6, 14, 15), dtype=bool)
+    g[:, :, :4] = True
+    p = np.zeros_like(g)
+    p[:3, 5:, 9:] = True
+    cases += [("3d face slabs", p, g, None), ("3d face slabs aniso", p, g, (8.0, 1.2, 1.2))]
+    # distances exactly at the search radius (2 voxels) and just beyond (sqrt 5), along every axis
+    for ax in range(3):
+        g = np.zeros((9, 10, 11), dtype=bool)
+        g[3:6, 3:6, 3:6] = True
+        for shift in (2, 3):
+            cases.append((f"3d cube shift {shift} axis {ax}", np.roll(g, shift, axis=ax), g, None))
+    g = np.zeros((9, 10, 11), dtype=bool)
+    g[4, 4, 4] = True
+    p = np.zeros_like(g)
+    p[4, 5, 6] = True  # sqrt(5): outside the radius-2 ball
+    cases += [("3d sqrt5", p, g, None), ("3d sqrt5 aniso", p, g, (1.0, 0.9, 1.1))]
+    return cases
+
+
+@pytest.mark.parametrize("name", [c[0] for c in _crop_cases()])
+def test_crop_and_search_cases_agree_with_medpy(name: str) -> None:
+    mb = pytest.importorskip("medpy.metric.binary")
+    _, p, g, spacing = next(c for c in _crop_cases() if c[0] == name)
+    for a, b in ((p, g), (g, p)):
+        ours, ref = _ours_all(a, b, spacing), _medpy_all(mb, a, b, spacing)
+        for m in ref:
+            assert ours[m] == pytest.approx(ref[m], abs=1e-9), (name, m)
+    # the directed sets themselves, voxel by voxel in C order
+    ref_fn = getattr(mb, "__surface_distances", None)
+    if ref_fn is not None:
+        d_pg, d_gp = surface_distances(p, g, spacing)
+        np.testing.assert_allclose(np.sort(d_pg), np.sort(ref_fn(p, g, spacing)), atol=1e-9)
+        np.testing.assert_allclose(np.sort(d_gp), np.sort(ref_fn(g, p, spacing)), atol=1e-9)
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_grid_search_equals_kd_tree_at_every_radius(ndim: int) -> None:
+    """The grid search (any radius) + k-d tree fallback gives the plain k-d tree's distances exactly,
+    voxel by voxel, for every label of random label maps (borders touching the edges, specks)."""
+    from medseg.metrics.distance import border_coords, border_maps, directed_distances, label_distances
+
+    rng = np.random.default_rng(40 + ndim)
+    shape = {1: (60,), 2: (30, 26), 3: (9, 17, 15)}[ndim]
+    for trial in range(4):
+        labs = [
+            np.argmax(gaussian_filter(rng.standard_normal((4, *shape)), (0,) + (1.5,) * ndim), axis=0)
+            for _ in range(2)
+        ]
+        labs[1][rng.random(shape) < 0.02] = 3  # specks
+        spacing = None if trial == 0 else tuple(rng.uniform(0.4, 4.0, ndim))
+        ref_p, ref_g = border_coords(labs[0], 4), border_coords(labs[1], 4)
+        for radius in (0.5, 1.0, 2.0, 3.5, 6.0) + ((40.0,) if ndim < 3 else ()):
+            maps = border_maps(labs[0], labs[1], 4, spacing, radius=radius)
+            for c in (1, 2, 3):
+                if not len(ref_p[c - 1]) or not len(ref_g[c - 1]):
+                    continue
+                want = directed_distances(ref_p[c - 1], ref_g[c - 1], spacing)
+                got = label_distances(maps, c)
+                np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-12)
+
+
+def test_border_map_equals_border_coords_and_box() -> None:
+    from medseg.metrics.distance import BorderMap, border_coords, foreground_box
+
+    rng = np.random.default_rng(11)
+    for shape in ((13,), (11, 14), (5, 9, 12)):
+        lab = rng.integers(0, 4, size=shape) * (rng.random(shape) < 0.5)
+        bm = BorderMap(lab, 4, pad=(2,) * len(shape))
+        for c, want in zip((1, 2, 3), border_coords(lab, 4)):
+            np.testing.assert_array_equal(bm.coords(c) - 2, want)  # C order, padded by 2
+        zero = np.zeros(shape, dtype=np.uint8)
+        assert foreground_box(zero, zero) is None
+        one = zero.copy()
+        one[(-1,) * len(shape)] = 1
+        assert foreground_box(zero, one) == tuple(slice(n - 1, n) for n in shape)
+        assert foreground_box(lab, zero.astype(bool)) == tuple(
+            slice(int(ix.min()), int(ix.max()) + 1) for ix in np.nonzero(lab)
+        )
+
+
+def test_evaluate_case_crop_cases_agree_with_medpy() -> None:
+    """Multi-class label maps whose classes touch the array edges, with far specks and anisotropic
+    spacing, 2D and 3D: every row against medpy (dc / hd95 / asd / assd) and the overlap counts
+    against the whole arrays (the crop must not lose the true negatives)."""
+    mb = pytest.importorskip("medpy.metric.binary")
+    from medseg.metrics import evaluate_case
+    from medseg.metrics.overlap import specificity
+
+    rng = np.random.default_rng(23)
+    for shape, spacing in (((30, 44), None), ((30, 44), (2.0, 0.5)), ((7, 33, 29), None), ((7, 33, 29), (6.0, 0.8, 1.1))):
+        gt = np.zeros(shape, dtype=np.uint8)
+        gt[(slice(0, 3),) + (slice(None),) * (len(shape) - 1)] = 1  # a slab along the first face
+        centre = tuple(slice(n // 3, n // 3 + 4) for n in shape)
+        gt[centre] = 2
+        gt[(slice(-2, None),) * len(shape)] = 3  # the far corner
+        pred = np.roll(gt, 1, axis=len(shape) - 1)
+        pred[tuple(rng.integers(0, n, 5) for n in shape)] = rng.integers(1, 4, 5)  # specks anywhere
+        for metrics in (("dice", "hd95", "asd", "assd", "specificity"), ("dice", "hd95")):
+            rows = evaluate_case(pred, gt, 4, spacing=spacing, metrics=metrics)
+            for r in rows:
+                p, g = pred == r["class"], gt == r["class"]
+                assert r["dice"] == pytest.approx(mb.dc(p, g), abs=1e-12)
+                assert r["hd95"] == pytest.approx(mb.hd95(p, g, voxelspacing=spacing), abs=1e-9)
+                if "asd" in metrics:
+                    assert r["asd"] == pytest.approx(mb.asd(p, g, voxelspacing=spacing), abs=1e-9)
+                    assert r["assd"] == pytest.approx(mb.assd(p, g, voxelspacing=spacing), abs=1e-9)
+                    assert r["specificity"] == pytest.approx(specificity(p, g), abs=1e-12)
+
+
+def test_evaluate_case_all_background_and_tiny_structure_in_a_big_array() -> None:
+    from medseg.metrics import evaluate_case
+    from medseg.metrics.overlap import confusion
+
+    zero = np.zeros((4, 50, 60), dtype=np.int64)
+    rows = evaluate_case(zero, zero, 3, metrics=("dice", "hd95", "specificity"))
+    assert [(r["dice"], r["hd95"], r["specificity"]) for r in rows] == [(0.0, 0.0, 1.0)] * 2
+    p, g = zero.copy(), zero.copy()
+    p[1, 10, 10] = 1
+    g[1, 10, 11] = 1
+    g[3, 49, 59] = 2
+    (r1, r2) = evaluate_case(p, g, 3, metrics=("dice", "hd95", "precision", "specificity"))
+    assert (r1["dice"], r1["hd95"]) == (0.0, 1.0)
+    tp, fp, fn, tn = confusion(p == 1, g == 1)
+    assert r1["specificity"] == pytest.approx(tn / (tn + fp))
+    assert (r2["dice"], r2["hd95"], r2["pred_empty"]) == (0.0, 0.0, True)

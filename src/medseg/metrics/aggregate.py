@@ -65,7 +65,14 @@ import numpy as np
 
 from medseg.utils import atomic_write_text
 
-from .distance import HD95_METHODS, _normalize_spacing, border_coords, directed_distances, distances_from_sets
+from .distance import (
+    HD95_METHODS,
+    _normalize_spacing,
+    border_maps,
+    distances_from_sets,
+    foreground_box,
+    label_distances,
+)
 from .overlap import overlap_scores
 
 __all__ = [
@@ -169,9 +176,23 @@ def evaluate_case(
 
     # One confusion matrix gives every class's counts; one border pass per label map gives every
     # class's surface (only when a distance is asked for and some class needs one).
+    # Outside the box of the voxels labelled in either map both are background: the counts there are
+    # all (0, 0), and the borders and distances are those of the box (see distance.foreground_box).
     k = num_classes
-    cm = np.bincount(p_lab.ravel().astype(np.int64) * k + g_lab.ravel(), minlength=k * k).reshape(k, k)
-    borders: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+    box = foreground_box(p_lab, g_lab)
+    if box is None:
+        box = tuple(slice(0, 0) for _ in p_lab.shape)
+    p_box, g_box = p_lab[box], g_lab[box]
+    if k <= 16:  # pred * k + gt fits one byte
+        p_box, g_box = p_box.astype(np.uint8, copy=False), g_box.astype(np.uint8, copy=False)
+        code = np.multiply(p_box, np.uint8(k)) + g_box
+    else:
+        code = p_box.astype(np.int64) * k + g_box
+    code = code.ravel()
+    labelled = np.flatnonzero(code != 0)  # (0, 0) voxels are counted by difference: most of a volume
+    cm = np.bincount(code[labelled], minlength=k * k).reshape(k, k)
+    cm[0, 0] += total - labelled.size
+    borders = None
 
     rows: list[dict[str, Any]] = []
     for c in range(1, num_classes):
@@ -185,9 +206,9 @@ def evaluate_case(
 
         if not pred_empty and not gt_empty:
             if dist_names and borders is None:
-                borders = border_coords(p_lab, k), border_coords(g_lab, k)
+                borders = border_maps(p_box, g_box, k, sp)
             dists = (
-                distances_from_sets(*directed_distances(borders[0][c - 1], borders[1][c - 1], sp),
+                distances_from_sets(*label_distances(borders, c),
                                     hd_method=hd_method, metrics=dist_names)
                 if dist_names else {}
             )
