@@ -234,4 +234,4 @@ def test_export_onnx_then_predict_and_evaluate_with_the_file(run_dir, ct_data, t
     assert sum(int((a[k] != b[k]).sum()) for k in a) <= 5
     res = runner.invoke(app, ["evaluate", str(onnx_file), "--data", str(ct_data), "--split", "test"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "model-eval" / "test-paper" / "summary.json").is_file()
+    assert (tmp_path / "model-eval" / "test-strict" / "summary.json").is_file()  # quickstart: strict
