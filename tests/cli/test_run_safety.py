@@ -133,6 +133,17 @@ def test_train_out_is_a_file(data, tmp_path):
     assert f.read_text() == "x"
 
 
+def test_train_out_in_a_read_only_place(data, tmp_path):
+    target = Path("/sys/kernel/medseg-run") if os.geteuid() == 0 else tmp_path / "ro" / "run"
+    if os.geteuid() != 0:
+        target.parent.mkdir()
+        target.parent.chmod(0o555)
+    res = runner.invoke(app, ["train", "--data", str(data), "--out", str(target), *_sets(TINY)])
+    assert res.exit_code == 2
+    _one_line_error(res.output, "cannot create the run folder")
+    assert not target.exists()
+
+
 def test_two_concurrent_trainings_on_one_folder(data, tmp_path):
     """A second training on the folder refuses, a resume while the first runs is refused by the lock."""
     run = tmp_path / "run"

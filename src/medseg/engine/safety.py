@@ -66,6 +66,10 @@ def check_run_dir_free(run_dir: Path, overwrite: bool = False) -> None:
     """Fail (one line) when ``run_dir`` already holds files and ``overwrite`` is not given."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: exists and is not a folder; choose another --out")
+    if not run_dir.exists():
+        parent = next(p for p in run_dir.absolute().parents if p.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise RunFolderError(f"{run_dir}: cannot create the run folder ({parent} is not writable)")
     entries = _entries(run_dir)
     if not entries or overwrite:
         return
@@ -117,9 +121,12 @@ def release_run_dir(run_dir: Path) -> None:
 def claim_run_dir(run_dir: Path, overwrite: bool = False) -> Path | None:
     """Create and lock a new run folder; returns where an old folder was moved by ``overwrite``."""
     check_run_dir_free(run_dir, overwrite)
-    moved = move_aside(run_dir) if overwrite and _entries(run_dir) else None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock_run_dir(run_dir)
+    try:
+        moved = move_aside(run_dir) if overwrite and _entries(run_dir) else None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)
+    except OSError as err:
+        raise RunFolderError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
     if _entries(run_dir):  # another process filled it between the check and the lock
         release_run_dir(run_dir)
         check_run_dir_free(run_dir)
