@@ -7,6 +7,7 @@ bad data) prints one line and exits with code 2, without a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -432,8 +433,25 @@ def _root(
     """Medical image segmentation: train, evaluate and predict with the papers' models and protocols."""
 
 
+class _LogFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
+
+
+def _show_medseg_logs() -> None:
+    """medseg's INFO and WARNING lines on stderr, one line each (libraries' loggers stay quiet)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormat())
+    log = logging.getLogger("medseg")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main() -> None:
     """Console entry point."""
+    _show_medseg_logs()
     try:
         app()
     except KeyboardInterrupt:

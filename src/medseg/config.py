@@ -90,7 +90,10 @@ class DataConfig(_Strict):
     max_val_cases: int | None = None
     batch_size: PositiveInt = 8
     num_workers: NonNegativeInt = 0
-    cache: bool = True
+    # keep decoded, normalised, resized samples in memory: "auto" = when the estimate fits in
+    # cache_memory_fraction of the available memory (the estimate is logged at start)
+    cache: bool | Literal["auto"] = "auto"
+    cache_memory_fraction: float = Field(0.5, gt=0, le=1)
 
     @field_validator("num_classes")
     @classmethod
@@ -171,7 +174,10 @@ class TrainerConfig(_Strict):
     accumulate_grad_batches: PositiveInt = 1
     gradient_clip_val: PositiveFloat | None = None
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
-    check_val_every_n_epoch: PositiveInt = 1
+    check_val_every_n_epoch: PositiveInt = 1  # the interval to start with (and to keep unless val_time_fraction)
+    # validate less often when validation takes more than this fraction of the training time (null: never adapt);
+    # the last epoch is always validated
+    val_time_fraction: float | None = Field(0.1, gt=0, le=1)
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
     val_metric: Literal["dice", "loss"] = "dice"  # selects checkpoints/best.ckpt: max Dice or min loss

@@ -63,6 +63,13 @@ def _one_line_error(output: str, needle: str) -> None:
     assert sum(1 for line in output.splitlines() if line.startswith("error:")) == 1, output[-2000:]
 
 
+def _holds(run: Path, pid: int) -> bool:
+    try:
+        return (run / ".lock").read_text().strip() == str(pid)
+    except OSError:
+        return False
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
 
@@ -273,7 +280,10 @@ def test_kill_at_ten_random_moments_then_resume_is_bit_identical(data, tmp_path)
         has_ckpt = (run / "checkpoints" / "last.ckpt").exists()
         cmd = MEDSEG + ["train", "--resume", str(run)] if has_ckpt else train + (["--overwrite"] if run.exists() else [])
         proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.5, 7.0))
+        deadline = time.time() + 120  # the process holds the run (its pid in .lock): training is starting
+        while time.time() < deadline and proc.poll() is None and not _holds(run, proc.pid):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.2, 4.0))
         if proc.poll() is not None:
             break  # it finished before this kill
         proc.kill()

@@ -419,7 +419,7 @@ class SliceDataset(Dataset):
             ids,
             pre_transform=pre,
             transform=post,
-            cache=cfg.cache,
+            cache=cfg.cache is not False,  # "auto": decided by the training data module from a memory estimate
             skip_empty_slices=cfg.skip_empty_slices and train,
             seed=seed,
         )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+
+import numpy as np
 
 import lightning.pytorch as pl
 import torch
@@ -31,12 +34,52 @@ def prepare_data_root(cfg: DataConfig, default_root: Path | None = None) -> Data
     return cfg
 
 
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def decide_cache(datasets: list, cfg: DataConfig) -> str:
+    """Turn each dataset's in-memory cache on or off (``data.cache``: true, false or auto) and say why.
+
+    The estimate is one pre-transformed sample's bytes times the samples, times the processes that each
+    hold a copy (the main one and every DataLoader worker); ``auto`` caches when that fits in
+    ``cache_memory_fraction`` of the available memory.
+    """
+    n = sum(len(ds) for ds in datasets)
+    if not n or cfg.cache is False:
+        for ds in datasets:
+            ds.cache = False
+        return "cache: off (data.cache=false): samples are decoded at every step"
+    probe = datasets[0]
+    cid, k = probe.index[0]
+    sample = probe._prepare(probe.reader.load_slice(cid, k) if k is not None else probe.reader.load(cid))
+    per = sum(int(np.asarray(sample[key]).nbytes) for key in ("image", "label") if sample.get(key) is not None)
+    copies = 1 + cfg.num_workers
+    need, avail = per * n * copies, available_memory()
+    on = cfg.cache is True or need <= cfg.cache_memory_fraction * avail
+    for ds in datasets:
+        ds.cache = on
+    what = f"cache: {n:,} samples x {per / 2**20:.2f} MB x {copies} process(es) = {need / 2**30:.2f} GB of {avail / 2**30:.1f} GB available"
+    if on:
+        return what + (": in memory (forced)" if cfg.cache is True and need > cfg.cache_memory_fraction * avail else ": in memory")
+    return what + f": too large for {cfg.cache_memory_fraction:.0%} of it, decoded at every step (data.cache=true forces it)"
+
+
 class SegDataModule(pl.LightningDataModule):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
         self.train_ds = None
         self.val_ds = None
+        self.cache_note = ""
 
     def _dataset(self, split: str, train: bool, limit: int | None):
         from medseg.data.base import SliceDataset, build_reader
@@ -54,8 +97,10 @@ class SegDataModule(pl.LightningDataModule):
         d = self.cfg.data
         if self.train_ds is None:
             self.train_ds = self._dataset(d.train_split, True, d.max_train_cases)
-        if self.val_ds is None and d.val_split:
-            self.val_ds = self._dataset(d.val_split, False, d.max_val_cases)
+            if self.val_ds is None and d.val_split:
+                self.val_ds = self._dataset(d.val_split, False, d.max_val_cases)
+            self.cache_note = decide_cache([ds for ds in (self.train_ds, self.val_ds) if ds is not None], d)
+            _log.info("%s", self.cache_note)
 
     def preflight(self) -> list[str]:
         """Read every training and validation case once (filling the cache where it is on): one line per bad file."""

@@ -159,6 +159,48 @@ class Overlays(Callback):
         pl_module.train(was_training)
 
 
+class ValidationBudget(Callback):
+    """Validate every n-th epoch, n chosen so validation stays under ``fraction`` of the training time.
+
+    After each validation, n = ceil(validation seconds / (fraction x one epoch's training seconds)),
+    never below ``trainer.check_val_every_n_epoch``; the last epoch is always validated. The chosen
+    intervals are recorded in ``summary.json`` (``validation``).
+    """
+
+    def __init__(self, fraction: float, base_interval: int, max_epochs: int) -> None:
+        self.fraction, self.base, self.max_epochs = fraction, base_interval, max_epochs
+        self.interval = base_interval
+        self._t0 = self._v0 = 0.0
+        self._val = 0.0
+        self.changes: list[dict[str, float]] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0, self._val = time.perf_counter(), 0.0
+        last = self.max_epochs > 0 and trainer.current_epoch == self.max_epochs - 1
+        trainer.check_val_every_n_epoch = 1 if last else self.interval
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._v0 = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._val = time.perf_counter() - self._v0
+        train = max(1e-6, self._v0 - self._t0)
+        interval = max(self.base, math.ceil(self._val / (self.fraction * train)))
+        if interval != self.interval:
+            self.changes.append({"epoch": trainer.current_epoch + 1, "every_n_epochs": interval,
+                                 "val_s": round(self._val, 2), "train_epoch_s": round(train, 2)})
+            self.interval = interval
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"interval": self.interval, "changes": self.changes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.interval = int(state.get("interval", self.base))
+        self.changes = list(state.get("changes", []))
+
+
 #: How ``trainer.val_metric`` picks ``best.ckpt``: the highest Dice, the lowest loss.
 VAL_METRIC_MODES = {"dice": "max", "loss": "min"}
 
@@ -203,6 +245,8 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
             enable_version_counter=False,
         )
     )
+    if has_val and t.val_time_fraction:
+        cbs.append(ValidationBudget(t.val_time_fraction, t.check_val_every_n_epoch, t.max_epochs))
     if t.progress:
         cbs.append(RichProgressBar(leave=True))
     cbs.extend(callbacks or [])
@@ -477,7 +521,15 @@ def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: S
         "history": history.rows if history else [],
         "status": status,
         "note": note,
+        "data_cache": getattr(trainer.datamodule, "cache_note", None),
     }
+    budget = next((c for c in trainer.callbacks if isinstance(c, ValidationBudget)), None)
+    if budget is not None:
+        summary["validation"] = {
+            "rule": f"every {cfg.trainer.check_val_every_n_epoch} epoch(s), less often when validation exceeds "
+                    f"{cfg.trainer.val_time_fraction:.0%} of the training time; the last epoch always",
+            "changes": budget.changes,
+        }
     if resume_overrides:
         summary["resume_overrides"] = prev.get("resume_overrides", []) + list(resume_overrides)
     atomic_write_text(path, json.dumps(summary, indent=2))
