@@ -276,6 +276,10 @@ def recipes_show(
         cfg = load_config(name, overrides)
     except _user_error_types() as err:
         _fail(str(err))
+    from medseg.config import recipe_names
+
+    if name in recipe_names():  # built-in recipes have a protocol card (a YAML comment: the output stays YAML)
+        print(f"# protocol card: docs/protocols/{name}.md")
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
 
 
