@@ -137,9 +137,10 @@ def run(name: str, workdir: Path) -> dict:
     subprocess.run(medseg + ["evaluate", str(out), "--split", spec["split"], "--checkpoint", "best"], check=True)
     eval_s = time.perf_counter() - t0
     summary = json.loads((out / "summary.json").read_text())
-    ev = json.loads((out / "eval" / f"{spec['split']}-paper" / "summary.json").read_text())
-    table = (out / "eval" / f"{spec['split']}-paper" / "table.md").read_text()
-    polyp = out / "eval" / f"{spec['split']}-paper" / "polyp.md"
+    ev_dir = next((out / "eval").glob(f"{spec['split']}-*"))  # <split>-<protocol>-<mode>[-tta][-pooled]
+    ev = json.loads((ev_dir / "summary.json").read_text())
+    table = (ev_dir / "table.md").read_text()
+    polyp = ev_dir / "polyp.md"
     pred = ""
     if spec.get("predict"):
         imgs = sorted((Path(spec["data"]) / "images").iterdir())[:5]

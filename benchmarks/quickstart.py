@@ -47,7 +47,7 @@ def main() -> None:
     for mode in ("strict", "paper"):
         subprocess.run(medseg + ["evaluate", str(work / "run"), "--data", str(unseen), "--split", "all", "--mode", mode],
                        check=True, stdout=subprocess.DEVNULL)
-        rows[mode] = json.loads((work / "run" / "eval" / f"all-{mode}" / "summary.json").read_text())
+        rows[mode] = json.loads((work / "run" / "eval" / f"all-image-{mode}" / "summary.json").read_text())
     summary = json.loads((work / "run" / "summary.json").read_text())
 
     strict = rows["strict"]
@@ -70,7 +70,7 @@ def main() -> None:
         "",
         "Per class (strict mode, unseen cases):",
         "",
-        (work / "run" / "eval" / "all-strict" / "table.md").read_text(),
+        (work / "run" / "eval" / "all-image-strict" / "table.md").read_text(),
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")

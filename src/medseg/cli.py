@@ -149,11 +149,11 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`.")],
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the one the run trained on).")] = None,
     split: Annotated[str | None, typer.Option(help="Split(s) to evaluate (default: the recipe's test split); comma-separated for several, one table row each; with the PraNet layout `test` means every TestDataset/<set>.")] = None,
-    mode: Annotated[str | None, typer.Option(help="paper (TransUNet's empty-mask rules) or strict.")] = None,
+    mode: Annotated[str | None, typer.Option(help="Empty-mask rule: paper (TransUNet's), strict, or auto (paper for volumes, strict per image); default: the recipe's eval.mode.")] = None,
     protocol: Annotated[str | None, typer.Option(help="auto, image, volume or polyp.")] = None,
     checkpoint: Annotated[str, typer.Option(help="best, last or a .ckpt path.")] = "best",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN_DIR/eval/<split>-<mode>; several splits: one sub-folder each).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN_DIR/eval/<split>-<protocol>-<mode>[-tta][-pooled]; several splits: one sub-folder each). Earlier evaluation files in it are replaced, with a warning.")] = None,
     save_predictions: Annotated[bool, typer.Option(help="Also write the predicted masks / volumes.")] = False,
     fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
@@ -162,8 +162,8 @@ def evaluate(
     allow_nonfinite: Annotated[bool, typer.Option(help=NONFINITE_HELP)] = False,
 ) -> None:
     """Evaluate a trained run (or an exported .onnx file) on one or several splits: per-case CSV, summary JSON, Markdown table."""
-    if mode is not None and mode not in ("paper", "strict"):
-        _fail(f"--mode must be 'paper' or 'strict', got {mode!r}")
+    if mode is not None and mode not in ("auto", "paper", "strict"):
+        _fail(f"--mode must be 'auto', 'paper' or 'strict', got {mode!r}")
     if protocol is not None and protocol not in ("auto", "image", "volume", "polyp"):
         _fail(f"--protocol must be auto, image, volume or polyp, got {protocol!r}")
     try:
@@ -277,6 +277,10 @@ def recipes_show(
         cfg = load_config(name, overrides)
     except _user_error_types() as err:
         _fail(str(err))
+    from medseg.config import recipe_names
+
+    if name in recipe_names():  # built-in recipes have a protocol card (a YAML comment: the output stays YAML)
+        print(f"# protocol card: docs/protocols/{name}.md")
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
 
 

@@ -197,7 +197,8 @@ class TrainerConfig(_Strict):
 
 
 class LabelGroup(_Strict):
-    """Foreground labels scored together as one extra binary class named ``name`` (e.g. organ ∪ tumour)."""
+    """Named foreground labels: in ``eval.label_groups`` scored as one binary class (organ ∪ tumour),
+    in ``eval.class_groups`` the mean of the listed classes' scores (SNet's Tissue / Small / Large)."""
 
     name: str
     labels: list[int]
@@ -214,16 +215,57 @@ class LabelGroup(_Strict):
         return v
 
 
+def _groups_from_mapping(v: Any) -> Any:
+    """``{name: labels}`` -> ``[{name, labels}]`` (recipes write lists: ``base:`` replaces lists)."""
+    if isinstance(v, dict):
+        return [{"name": k, "labels": labels} for k, labels in v.items()]
+    return v
+
+
+def _unique_names(v: list[LabelGroup], what: str) -> list[LabelGroup]:
+    names = [g.name for g in v]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{what} name(s) {', '.join(dup)} used twice")
+    return v
+
+
+def resolve_protocol(protocol: str, volume: bool) -> str:
+    """``auto`` -> ``volume`` when the cases are volumes, else ``image``; other protocols unchanged."""
+    return ("volume" if volume else "image") if protocol == "auto" else protocol
+
+
+def resolve_mode(mode: str, protocol: str, volume: bool = False) -> str:
+    """The empty-mask rule evaluation and validation use (NOTES §7 item 17).
+
+    ``auto``: ``paper`` (TransUNet's ``calculate_metric_percase``) for the volume protocol it was
+    written for, ``strict`` for per-image 2D evaluation (``image``, ``polyp``); ``paper`` / ``strict``
+    are kept as given. ``protocol="auto"`` is first resolved with ``volume`` (are the cases volumes?).
+    """
+    if mode != "auto":
+        return mode
+    return "paper" if resolve_protocol(protocol, volume) == "volume" else "strict"
+
+
 class EvalConfig(_Strict):
     """How runs are evaluated.
 
+    ``mode``: the empty-mask rule (:mod:`medseg.metrics.aggregate`); ``auto`` = ``paper`` for the
+    ``volume`` protocol, ``strict`` for ``image`` / ``polyp`` (:func:`resolve_mode`). Training
+    validation uses the same resolved rule.
     ``label_groups``: extra binary classes scored after the per-label ones, each the union of its
     ``labels`` (MDA-U-Net's foreground organ ∪ tumour); a list ``[{name, labels}]`` (recipes use it:
     ``base:`` merges mappings key by key but replaces lists) or a mapping ``{name: labels}``.
+    ``class_groups``: extra columns, each the mean of the per-class scores of its ``labels`` (SNet's
+    Tables 5-6: Tissue / Small / Large); same forms as ``label_groups``.
+    ``aggregate``: ``case`` (mean over cases of each case's score, TransUNet) or ``pooled`` (TP/FP/FN
+    summed over every pixel of the split, then one score per class: the "pixel-wise" reading of
+    MDA-U-Net's Eq. 15); distances are per case in both.
     """
 
     protocol: Literal["auto", "image", "volume", "polyp"] = "auto"
-    mode: Literal["paper", "strict"] = "paper"
+    mode: Literal["auto", "paper", "strict"] = "auto"
+    aggregate: Literal["case", "pooled"] = "case"
     hd_method: Literal["medpy", "monai"] = "medpy"
     use_spacing: bool = False
     batch_size: PositiveInt = 16
@@ -235,22 +277,22 @@ class EvalConfig(_Strict):
     tta: bool = False  # mean probabilities over the four mirrorings (none, W, H, both)
     fast: bool = True  # Conv+BN folding + channels_last before inference (same results)
     label_groups: list[LabelGroup] = Field(default_factory=list)
+    class_groups: list[LabelGroup] = Field(default_factory=list)
 
-    @field_validator("label_groups", mode="before")
+    @field_validator("label_groups", "class_groups", mode="before")
     @classmethod
     def _groups_from_mapping(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return [{"name": k, "labels": labels} for k, labels in v.items()]
-        return v
+        return _groups_from_mapping(v)
 
     @field_validator("label_groups")
     @classmethod
     def _unique_groups(cls, v: list[LabelGroup]) -> list[LabelGroup]:
-        names = [g.name for g in v]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"label group name(s) {', '.join(dup)} used twice")
-        return v
+        return _unique_names(v, "label group")
+
+    @field_validator("class_groups")
+    @classmethod
+    def _unique_class_groups(cls, v: list[LabelGroup]) -> list[LabelGroup]:
+        return _unique_names(v, "class group")
 
 
 class Config(_Strict):
@@ -273,15 +315,16 @@ class Config(_Strict):
         data = info.data.get("data")
         if data is None:
             return v
-        for g in v.label_groups:
-            bad = [lab for lab in g.labels if lab >= data.num_classes]
-            if bad:
-                raise ValueError(
-                    f"label_groups {g.name!r}: label {bad[0]} is outside 1..{data.num_classes - 1} "
-                    f"(data.num_classes = {data.num_classes})"
-                )
-            if data.class_names and g.name in data.class_names:
-                raise ValueError(f"label_groups {g.name!r}: the name is already a class name")
+        for key, groups in (("label_groups", v.label_groups), ("class_groups", v.class_groups)):
+            for g in groups:
+                bad = [lab for lab in g.labels if lab >= data.num_classes]
+                if bad:
+                    raise ValueError(
+                        f"{key} {g.name!r}: label {bad[0]} is outside 1..{data.num_classes - 1} "
+                        f"(data.num_classes = {data.num_classes})"
+                    )
+                if data.class_names and g.name in data.class_names:
+                    raise ValueError(f"{key} {g.name!r}: the name is already a class name")
         return v
 
     def to_dict(self) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_quickstart_trains_its_paper_model_with_deep_supervision(ct_data, tmp_pa
 def test_evaluate_writes_tables(run_dir, ct_data):
     res = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(ct_data), "--split", "test", "--mode", "strict"])
     assert res.exit_code == 0, res.output
-    out = run_dir / "eval" / "test-strict"
+    out = run_dir / "eval" / "test-image-strict"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "strict" and summary["cases"] == len((ct_data / "splits/test.txt").read_text().split())
     assert "liver" in (out / "table.md").read_text()
@@ -234,4 +234,4 @@ def test_export_onnx_then_predict_and_evaluate_with_the_file(run_dir, ct_data, t
     assert sum(int((a[k] != b[k]).sum()) for k in a) <= 5
     res = runner.invoke(app, ["evaluate", str(onnx_file), "--data", str(ct_data), "--split", "test"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "model-eval" / "test-strict" / "summary.json").is_file()  # quickstart: strict
+    assert (tmp_path / "model-eval" / "test-image-strict" / "summary.json").is_file()  # quickstart: strict

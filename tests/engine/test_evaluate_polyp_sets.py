@@ -123,15 +123,15 @@ def test_cli_split_test_evaluates_every_pranet_set(pranet_root: Path, tmp_path: 
     runner = CliRunner()
     res = runner.invoke(app, ["evaluate", str(run), "--split", "test"])
     assert res.exit_code == 0, res.output
-    out = run / "eval" / "test-paper"
+    out = run / "eval" / "test-polyp-strict"
     assert [ln.split(" | ")[0] for ln in (out / "polyp.md").read_text().splitlines()[2:]] == ["| CVC-300", "| Kvasir"]
     assert (out / "CVC-300" / "polyp.csv").is_file() and (out / "Kvasir" / "polyp.csv").is_file()
 
     res = runner.invoke(app, ["evaluate", str(run), "--split", "Kvasir"])  # one split: the usual layout
     assert res.exit_code == 0, res.output
-    single = run / "eval" / "Kvasir-paper"
+    single = run / "eval" / "Kvasir-polyp-strict"
     assert len((single / "polyp.md").read_text().splitlines()) == 3 and (single / "polyp.csv").is_file()
 
     res = runner.invoke(app, ["evaluate", str(run), "--split", "Kvasir,nope"])
     assert res.exit_code == 2 and "unknown split 'nope'" in res.output
-    assert not (run / "eval" / "Kvasir+nope-paper" / "Kvasir").exists()  # checked before any work
+    assert not (run / "eval" / "Kvasir+nope-polyp-strict" / "Kvasir").exists()  # checked before any work

@@ -16,12 +16,23 @@ every table but not in the average over labels.
   min-max normalised maps, and MSNet/M2SNet's ``metric.py`` min-max normalises each saved map.
 - ``auto``: ``volume`` for volume cases, else ``image`` (the polyp recipes set ``eval.protocol: polyp``).
 
-One split goes to ``RUN_DIR/eval/<split>-<mode>/``: ``cases.csv`` (per case and class),
-``summary.json`` and ``table.md`` (mean ± std per class and overall); the polyp protocol adds
-``polyp.csv`` (per image) and ``polyp.md``.
+Empty-mask rule (``eval.mode``, :func:`medseg.config.resolve_mode`): ``auto`` is ``paper``
+(TransUNet's rule) for the ``volume`` protocol and ``strict`` for per-image evaluation (``image``,
+``polyp``); ``paper`` / ``strict`` can always be asked for. Training validation uses the same rule.
+``eval.aggregate: pooled`` adds Dice/IoU/precision/recall/specificity from TP/FP/FN summed over the
+whole split (``summary["pooled"]``, and the paper row's Dice/IoU); ``eval.class_groups`` adds each
+group's mean class score (``summary["class_groups"]``, extra paper-row columns).
+
+One split goes to ``RUN_DIR/eval/<split>-<protocol>-<mode>[-tta][-pooled]/`` (:func:`eval_tag`),
+so evaluations with different settings never share a folder: ``cases.csv`` (per case and class),
+``summary.json`` (which records split, protocol, mode, tta and aggregate) and ``table.md`` (mean ±
+std per class and overall); the polyp protocol adds ``polyp.csv`` (per image) and ``polyp.md``.
+A folder (default or ``--out``) that already holds evaluation results gets a one-line warning and
+loses those files before this evaluation writes its own (:func:`prepare_eval_dir`): the files in
+a folder always come from one evaluation.
 
 Several splits (:func:`expand_splits`: ``--split CVC-300,Kvasir``, or ``--split test`` with the
-PraNet layout, which means every ``TestDataset/<set>``) go to ``RUN_DIR/eval/<name>-<mode>/``
+PraNet layout, which means every ``TestDataset/<set>``) go to ``RUN_DIR/eval/<name>-<tag>/``
 (``<name>`` is ``test`` or ``CVC-300+Kvasir``): one sub-folder per split with the files above, plus
 a combined ``polyp.md`` (one row per split), ``table.md`` and ``summary.json`` (``sets``: each
 split's summary).
@@ -43,7 +54,15 @@ from typing import Any
 
 import numpy as np
 
-from medseg.config import Config, ConfigError, apply_overrides, parse_override, validate
+from medseg.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    parse_override,
+    resolve_mode,
+    resolve_protocol,
+    validate,
+)
 from medseg.engine.predict import Predictor
 from medseg.utils import MedsegError, atomic_write_text, check_output_dir, printable
 
@@ -119,25 +138,74 @@ def evaluate_run(
     if not dcfg.root or not Path(dcfg.root).exists():
         raise MedsegError(f"data folder not found: {dcfg.root} (pass --data DIR)")
     split = split or dcfg.test_split
-    mode = mode or cfg.eval.mode
-    protocol = protocol or cfg.eval.protocol
     reader = build_reader(dcfg)
     splits, several = expand_splits(reader, split)
+    protocol = protocol or cfg.eval.protocol
+    protocol = resolve_protocol(protocol, volume=protocol == "auto" and _holds_volumes(reader, reader.ids(splits[0])))
+    mode = resolve_mode(mode or cfg.eval.mode, protocol)
     base = run_dir.with_name(run_dir.stem + "-eval") if run_dir.is_file() else run_dir / "eval"
     info = {"checkpoint": checkpoint, "data": str(dcfg.root)}
     options = {"save_predictions": save_predictions, "fail_fast": fail_fast, "allow_nonfinite": allow_nonfinite}
+    tag = eval_tag(protocol, mode, tta=cfg.eval.tta, aggregate=cfg.eval.aggregate)
     if several:
         name = "+".join(split_folder_name(s) for s in split.split(",") if s.strip())
-        out = check_output_dir(Path(out_dir) if out_dir else base / f"{name}-{mode}")
+        out = prepare_eval_dir(Path(out_dir) if out_dir else base / f"{name}-{tag}")
         return evaluate_splits(predictor, reader, splits, mode=mode, protocol=protocol, out=out,
                                max_cases=max_cases, info=info, **options)
     split = splits[0]
-    out = check_output_dir(Path(out_dir) if out_dir else base / f"{split}-{mode}")
+    out = prepare_eval_dir(Path(out_dir) if out_dir else base / f"{split_folder_name(split)}-{tag}")
     summary = evaluate_split(predictor, reader, split_ids(reader, split, max_cases), split=split, mode=mode,
                              protocol=protocol, out=out, **options)
     summary.update(info)
     atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
     return summary
+
+
+def eval_tag(protocol: str, mode: str, *, tta: bool = False, aggregate: str = "case") -> str:
+    """``<protocol>-<mode>[-tta][-pooled]``: the part of an evaluation folder's name after the split."""
+    return f"{protocol}-{mode}" + ("-tta" if tta else "") + ("-pooled" if aggregate == "pooled" else "")
+
+
+#: What an evaluation writes into its folder (and sub-folders of several splits): replaced on reuse.
+EVAL_FILES = ("cases.csv", "summary.json", "table.md", "polyp.csv", "polyp.md")
+
+
+def prepare_eval_dir(out: Path) -> Path:
+    """Create ``out``; if it already holds evaluation results, warn (one line) and remove them.
+
+    So a folder never mixes files of two evaluations (a stale ``polyp.csv`` next to a new
+    ``table.md``): only the files :data:`EVAL_FILES` and ``predictions/`` an evaluation writes, in
+    ``out`` and in its per-split sub-folders, are removed; anything else stays. A run folder
+    (``checkpoints/``) is refused.
+    """
+    import shutil
+
+    out = check_output_dir(out)
+    if (out / "checkpoints").is_dir():
+        raise MedsegError(f"{out}: is a run folder; pass an evaluation folder to --out (default RUN_DIR/eval/...)")
+    folders = [out] + [d for d in sorted(out.iterdir()) if d.is_dir() and (d / "table.md").is_file()]
+    if not ((out / "table.md").is_file() or (out / "cases.csv").is_file() or len(folders) > 1):
+        return out
+    _log.warning("%s already holds evaluation results: replacing them with this evaluation's", out)
+    for d in folders:
+        for name in EVAL_FILES:
+            (d / name).unlink(missing_ok=True)
+        if (d / "predictions").is_dir():
+            shutil.rmtree(d / "predictions")
+        if d != out and not any(d.iterdir()):
+            d.rmdir()
+    return out
+
+
+def _holds_volumes(reader: Any, ids: list[str]) -> bool:
+    """Whether the cases ``ids`` are volumes (asks the reader about the first readable one)."""
+    for cid in ids[:5]:
+        try:
+            n = reader.num_slices(cid)
+        except Exception:  # an unreadable case is reported when evaluated; ask the next one
+            continue
+        return n is not None and n > 1
+    return False
 
 
 def expand_splits(reader: Any, split: str) -> tuple[list[str], bool]:
@@ -223,6 +291,8 @@ def combine_summaries(sets: dict[str, dict[str, Any]], *, mode: str) -> dict[str
         "splits": list(sets),
         "protocol": first["protocol"],
         "mode": mode,
+        "tta": first.get("tta", False),
+        "aggregate": first.get("aggregate", "case"),
         "cases": sum(v["cases"] for v in sets.values()),
         "failed": [line for v in sets.values() for line in v["failed"]],
         "seconds": round(sum(v["seconds"] for v in sets.values()), 2),
@@ -261,7 +331,7 @@ def evaluate_split(
     """
     from medseg.data.base import check_image
     from medseg.engine.predict import guarded
-    from medseg.metrics import MetricTable, evaluate_case
+    from medseg.metrics import MetricTable, class_group_means, confusion_counts, evaluate_case, pooled_summary
 
     cfg = predictor.cfg
     num_classes = cfg.data.num_classes
@@ -271,6 +341,10 @@ def evaluate_split(
         raise MedsegError("the polyp protocol is binary: this run has more than two classes")
     names = class_names_for(cfg, reader)
     check_output_dir(out)
+    if protocol == "auto" or mode == "auto":
+        volume = _holds_volumes(reader, ids)
+        protocol = resolve_protocol(protocol, volume)
+        mode = resolve_mode(mode, protocol)
     table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel")
     polyp = None
     if protocol == "polyp":
@@ -278,8 +352,8 @@ def evaluate_split(
 
         polyp = PolypEvaluator(minmax=True)  # per-image min-max before every polyp metric (module docstring)
     groups = {g.name: list(g.labels) for g in cfg.eval.label_groups}
+    pooled: dict[int, np.ndarray] | None = {} if cfg.eval.aggregate == "pooled" else None
     failures: list[str] = []
-    protocols: list[str] = []
 
     def score(cid: str) -> None:
         case = reader.load(cid)
@@ -294,8 +368,10 @@ def evaluate_split(
             _save_prediction(labels, case, out / "predictions", num_classes)
         if polyp is not None:
             polyp.add(printable(cid), probs[0], case.label)
-        protocols.append("volume" if case.is_volume else "image")
         table.add(printable(cid), rows)
+        if pooled is not None:
+            for c, n in confusion_counts(labels, case.label, num_classes, groups).items():
+                pooled[c] = pooled[c] + n if c in pooled else n
 
     start = time.perf_counter()
     columns: list[str] | None = None
@@ -308,9 +384,8 @@ def evaluate_split(
                 log.flush()
                 columns = columns or table.columns()
     seconds = time.perf_counter() - start
-    if protocol == "auto":
-        protocol = protocols[0] if protocols else "image"
-    summary: dict[str, Any] = {"split": split, "protocol": protocol, "cases": len(table.cases), "failed": failures,
+    summary: dict[str, Any] = {"split": split, "protocol": protocol, "mode": mode, "tta": cfg.eval.tta,
+                               "aggregate": cfg.eval.aggregate, "cases": len(table.cases), "failed": failures,
                                "seconds": round(seconds, 2)}
     if not table.cases:
         summary.update({"markdown": f"no case of split {split!r} could be evaluated", "out_dir": str(out)})
@@ -319,7 +394,16 @@ def evaluate_split(
     table.to_csv(out / "cases.csv")
     summary.update(table.summary())
     summary.update({"class_names": names, "label_groups": groups})
-    markdown = paper_row_markdown(summary, names) + "\n\n" + table.to_markdown(names[1:])
+    if pooled is not None:
+        ids_to_names = {c: n for c, n in enumerate(names)} | {num_classes + i: g for i, g in enumerate(groups)}
+        summary["pooled"] = pooled_summary(pooled, ids_to_names, groups=range(num_classes, num_classes + len(groups)))
+    class_groups = {g.name: list(g.labels) for g in cfg.eval.class_groups}
+    if class_groups:
+        summary["class_groups"] = class_group_means((summary.get("pooled") or summary)["classes"], class_groups)
+    markdown = paper_row_markdown(summary, names)
+    if pooled is not None:
+        markdown += "\n\n" + pooled_markdown(summary["pooled"])
+    markdown += "\n\n" + table.to_markdown(names[1:])
     if polyp is not None:
         from medseg.metrics import polyp_markdown
 
@@ -340,22 +424,42 @@ def paper_row_markdown(summary: dict[str, Any], names: list[str]) -> str:
     """The papers' one-row layout: average Dice, HD95 and mIoU, then each class's Dice (in %).
 
     Synapse tables (TransUNet, MGRAD-UNet, SNet) read "DSC | HD95 | mIoU | Aorta | Gallbladder | ...";
-    ACDC tables read "Average | RV | Myo | LV". Label groups add a Dice column each, after the classes.
+    ACDC tables read "Average | RV | Myo | LV". Label groups add a Dice column each, after the classes,
+    then class groups (SNet's Tissue / Small / Large: mean Dice of their classes). With
+    ``eval.aggregate: pooled`` the Dice / IoU cells are the pooled ones; HD95 stays per case.
     """
 
     def pct(m: dict[str, Any]) -> str:
         v = m.get("mean")
         return "-" if v is None or v != v else f"{100 * v:.2f}"
 
-    avg = summary["average"]
-    head = ["Dice (%)", "HD95", "mIoU (%)"] + [f"{n} Dice" for n in names[1:]]
-    hd = avg.get("hd95", {}).get("mean")
+    pooled = summary.get("pooled")
+    over = pooled or summary  # Dice / IoU: pooled over the split's pixels, or the mean over cases
+    avg = over["average"]
+    head = ["Dice (%, pooled)" if pooled else "Dice (%)", "HD95", "mIoU (%)"] + [f"{n} Dice" for n in names[1:]]
+    hd = summary["average"].get("hd95", {}).get("mean")
     cells = [pct(avg["dice"]), "-" if hd is None or hd != hd else f"{hd:.2f}", pct(avg.get("iou", {}))]
-    cells += [pct(summary["classes"][str(c)]["dice"]) for c in range(1, len(names)) if str(c) in summary["classes"]]
-    groups = [e for e in summary["classes"].values() if e.get("group")]
+    cells += [pct(over["classes"][str(c)]["dice"]) for c in range(1, len(names)) if str(c) in over["classes"]]
+    groups = [e for e in over["classes"].values() if e.get("group")]
     head += [f"{e['name']} Dice" for e in groups]
     cells += [pct(e["dice"]) for e in groups]
+    class_groups = summary.get("class_groups") or {}
+    head += [f"{name} Dice" for name in class_groups]
+    cells += [pct(g.get("dice", {})) for g in class_groups.values()]
     return "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| " + " | ".join(cells) + " |"
+
+
+def pooled_markdown(pooled: dict[str, Any]) -> str:
+    """The pooled ("pixel-wise") overlap metrics: one row per metric, ``Average`` then each class (in %)."""
+    from medseg.metrics import OVERLAP_METRICS
+
+    entries = list(pooled["classes"].values())
+    head = ["Pooled (%)", "Average"] + [e["name"] for e in entries]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in OVERLAP_METRICS:
+        vals = [pooled["average"][m]["mean"]] + [e[m]["mean"] for e in entries]
+        lines.append(f"| {m} | " + " | ".join("-" if v != v else f"{100 * v:.2f}" for v in vals) + " |")
+    return "\n".join(lines) + "\n\n_pooled: TP/FP/FN summed over every pixel of the split; groups not in Average_"
 
 
 def _without_markdown(summary: dict[str, Any]) -> dict[str, Any]:

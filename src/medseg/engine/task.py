@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from medseg.config import Config
+from medseg.config import Config, resolve_mode
 from medseg.engine.optim import build_optimizer
 from medseg.engine.safety import check_finite_grads, check_finite_loss
 from medseg.engine.schedules import lr_multiplier
@@ -76,6 +76,7 @@ class SegTask(pl.LightningModule):
         self.strategy = build_strategy(cfg.strategy)
         self.automatic_optimization = self.strategy.automatic_optimization
         self._val_counts: dict[str, Tensor] = {}
+        self._val_volumes = False  # validation cases are volumes (slices regrouped by case)
         self._collapse_warned = False
 
     # -- training ---------------------------------------------------------------------------------
@@ -102,9 +103,15 @@ class SegTask(pl.LightningModule):
         loss, _ = self.criterion(out, batch["label"])
         self.log("val/loss", loss, on_epoch=True, batch_size=batch["image"].shape[0], sync_dist=True)
         counts = confusion_counts(predict_labels(out.logits), batch["label"], self.num_classes).cpu()
+        self._val_volumes |= any(s is not None for s in batch.get("slice") or [])
         for case, c in zip(batch["case"], counts):
             prev = self._val_counts.get(case)
             self._val_counts[case] = c if prev is None else prev + c
+
+    @property
+    def val_mode(self) -> str:
+        """The empty-mask rule of validation: the recipe's evaluation rule (:func:`~medseg.config.resolve_mode`)."""
+        return resolve_mode(self.cfg.eval.mode, self.cfg.eval.protocol, volume=self._val_volumes)
 
     def on_validation_epoch_end(self) -> None:
         counts, self._val_counts = self._val_counts, {}
@@ -120,7 +127,7 @@ class SegTask(pl.LightningModule):
         if not counts:
             return
         table = torch.stack(list(counts.values()))  # [cases, classes, 4]
-        self.log("val/dice", torch.tensor(case_dice(table, self.cfg.eval.mode)), prog_bar=True, sync_dist=False)
+        self.log("val/dice", torch.tensor(case_dice(table, self.val_mode)), prog_bar=True, sync_dist=False)
         self._warn_foreground_collapse(table)
 
     def _warn_foreground_collapse(self, counts: Tensor) -> None:

@@ -17,6 +17,9 @@ from .aggregate import (
     MODES,
     OVERLAP_METRICS,
     MetricTable,
+    class_group_means,
+    confusion_counts,
+    pooled_summary,
     evaluate_case,
 )
 from .distance import HD95_METHODS, asd, assd, distances_from_sets, hd, hd95, surface_distances
@@ -39,6 +42,9 @@ __all__ = [
     "assd",
     "HD95_METHODS",
     "evaluate_case",
+    "confusion_counts",
+    "pooled_summary",
+    "class_group_means",
     "MetricTable",
     "MODES",
     "MODE_POLICIES",

@@ -82,6 +82,9 @@ __all__ = [
     "DEFAULT_METRICS",
     "MODE_POLICIES",
     "evaluate_case",
+    "confusion_counts",
+    "pooled_summary",
+    "class_group_means",
     "MetricTable",
 ]
 
@@ -251,6 +254,69 @@ def _group_row(
     keep = np.asarray(list(labels))
     row = evaluate_case(np.isin(pred, keep), np.isin(gt, keep), 2, **kwargs)[0]
     return {"class": num_classes + index, "group": str(name), **{k: v for k, v in row.items() if k != "class"}}
+
+
+def confusion_counts(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    num_classes: int,
+    label_groups: Mapping[str, Sequence[int]] | None = None,
+) -> dict[int, np.ndarray]:
+    """``{class: [tp, fp, fn, tn]}`` pixel counts of one case (int64), label groups numbered as in
+    :func:`evaluate_case` (``num_classes + i``). Summed over a split they give :func:`pooled_summary`."""
+    p = _as_labels(pred, num_classes, "pred").astype(np.int64).ravel()
+    g = _as_labels(gt, num_classes, "gt").astype(np.int64).ravel()
+    cm = np.bincount(p * num_classes + g, minlength=num_classes**2).reshape(num_classes, num_classes)
+    total = int(p.size)
+    out: dict[int, np.ndarray] = {}
+    masks = [(c, [c]) for c in range(1, num_classes)]
+    masks += [(num_classes + i, list(labels)) for i, labels in enumerate((label_groups or {}).values())]
+    for c, labels in masks:
+        tp = int(cm[np.ix_(labels, labels)].sum())
+        n_p, n_g = int(cm[labels].sum()), int(cm[:, labels].sum())
+        out[c] = np.array([tp, n_p - tp, n_g - tp, total - n_p - n_g + tp], dtype=np.int64)
+    return out
+
+
+def pooled_summary(counts: Mapping[int, np.ndarray], names: Mapping[int, str], groups: Sequence[int] = ()) -> dict[str, Any]:
+    """Overlap metrics from counts summed over every pixel of a split ("pixel-wise", MDA-U-Net Eq. 15).
+
+    ``counts``: ``{class: [tp, fp, fn, tn]}`` summed over the cases (:func:`confusion_counts`);
+    ``groups``: class ids that are label groups (listed, left out of ``average``). Returns
+    ``{"classes": {str(c): {"name", "tp", "fp", "fn", "tn", m: {"mean": v}}}, "average": {m: {"mean"}}}``
+    for ``m`` in :data:`OVERLAP_METRICS` -- the same shape as :meth:`MetricTable.summary` (no std: one
+    value per class); distances have no pooled form.
+    """
+    classes: dict[str, Any] = {}
+    for c in sorted(counts):
+        tp, fp, fn, tn = (int(x) for x in counts[c])
+        entry: dict[str, Any] = {"name": names.get(c, f"class {c}"), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+        entry.update({m: {"mean": v} for m, v in overlap_scores(tp, fp, fn, tn).items()})
+        if c in groups:
+            entry["group"] = True
+        classes[str(c)] = entry
+    labels = [e for c, e in classes.items() if int(c) not in groups]
+    average = {m: {"mean": float(np.mean([e[m]["mean"] for e in labels])) if labels else math.nan}
+               for m in OVERLAP_METRICS}
+    return {"classes": classes, "average": average}
+
+
+def class_group_means(classes: Mapping[str, Any], groups: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """Each class group's mean of its classes' scores (SNet Tables 5-6: Tissue / Small / Large).
+
+    ``classes``: the ``classes`` of :meth:`MetricTable.summary` or :func:`pooled_summary`. Returns
+    ``{name: {"labels": [...], m: {"mean": mean over the labels of the class means}}}`` for every
+    metric the classes have (NaN class means are skipped).
+    """
+    out: dict[str, Any] = {}
+    for name, labels in groups.items():
+        entries = [classes[str(c)] for c in labels if str(c) in classes]
+        metrics = [m for m, v in (entries[0].items() if entries else []) if isinstance(v, dict) and "mean" in v]
+        group: dict[str, Any] = {"labels": list(labels)}
+        for m in metrics:
+            group[m] = {"mean": _mean_std([e[m]["mean"] for e in entries])[0]}
+        out[name] = group
+    return out
 
 
 def _json_safe(x: Any) -> Any:
