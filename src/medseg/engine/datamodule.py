@@ -6,9 +6,8 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 

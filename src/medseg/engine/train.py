@@ -65,11 +65,15 @@ def quiet_lightning() -> None:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    if precision != "auto":
-        return precision
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    """Lightning precision: ``auto`` = bf16/16-mixed on a GPU, fp32 on the CPU. A recipe's GPU setting
+    (e.g. the official code's fp16 AMP) falls back to fp32 on the CPU, where fp16 autocast is not a speed-up."""
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if precision == "auto":
+        return ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if on_gpu else "32-true"
+    if precision in ("16-mixed", "16", "16-true") and not on_gpu:
+        _log.info("trainer.precision=%s is for GPUs: training in fp32 on the CPU", precision)
+        return "32-true"
+    return precision
 
 
 class History(Callback):

@@ -19,8 +19,8 @@ from .aggregate import (
     MetricTable,
     class_group_means,
     confusion_counts,
-    pooled_summary,
     evaluate_case,
+    pooled_summary,
 )
 from .distance import HD95_METHODS, asd, assd, distances_from_sets, hd, hd95, surface_distances
 from .overlap import confusion, dice, iou, overlap_scores, precision, recall, specificity
