@@ -138,15 +138,20 @@ def test_switches_parameter_counts_and_outputs():
         assert len(out.extras["feedback"]) == 5
 
 
-def test_reverse_attention_gates_are_detached_but_used():
+def test_gates_reach_msd_unless_detached_and_are_used():
     x = torch.randn(2, 1, 32, 32)
-    for ra in (True, False):
-        m = _tiny(reverse_attention=ra).train()
+    for ra, detach in ((True, False), (True, True), (False, False)):
+        m = _tiny(reverse_attention=ra, detach_gate=detach).train()
         m(x).aux["grad"].sum().backward()
-        # GRAD's loss reaches the shared encoder/RFB, never MSD's own layers (gates are detached)
+        # GRAD's loss reaches the shared encoder/RFB and GRAD itself ...
         assert m.adapters[0].conv_res[0].weight.grad is not None
         assert m.grad.pyramid.units[0][0][0].weight.grad is not None
-        assert all(p.grad is None for p in m.msd.parameters())
+        # ... and MSD only through non-detached gates (addRA default); never MSD's own logits head
+        msd_grads = {n for n, p in m.msd.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        if ra and not detach:
+            assert msd_grads == {n for n, _ in m.msd.named_parameters() if not n.startswith("head.")}
+        else:
+            assert not msd_grads
     # ... but the gates are used: changing MSD's stage features changes GRAD's output (only with RA on)
     for ra, changes in ((True, True), (False, False)):
         m = _tiny(reverse_attention=ra).eval()
@@ -155,6 +160,54 @@ def test_reverse_attention_gates_are_detached_but_used():
             m.msd.out1.weight.mul_(-3.0)
             after = m(x).aux["grad"]
         assert (not torch.equal(before, after)) is changes
+
+
+# Constant maps R_i = i (levels 1..5) and gates w = (0.5, 0.5, 0.5, 0.5, 0.2), smooth = identity: the
+# first-order DP inputs D_k (lower operand at level k) and the top T, by hand.
+#   additive    (addRA):   T = 5 (1 + 0.2) = 6;  D_4 = |6 + 4 * 0.5| = 8,  D_3 = |4 + 1.5| = 5.5, D_2 = 4, D_1 = 2.5
+#   subtractive (my_net):  T = 6;                D_4 = |6 - 2| = 4,        D_3 = |4 - 1.5| = 2.5, D_2 = 2, D_1 = 1.5
+#   paper (Eq. 4 + Eq. 1): RA = (.5, 1, 1.5, 2, 4), T = 4; D_4 = |4 - 2| = 2, D_3 = D_2 = D_1 = 0.5
+#   no gates:              T = 5;                D_k = |(k + 1) - k| = 1
+GATE_CASES = {
+    "additive": (6.0, [2.5, 4.0, 5.5, 8.0]),
+    "subtractive": (6.0, [1.5, 2.0, 2.5, 4.0]),
+    "paper": (4.0, [0.5, 0.5, 0.5, 2.0]),
+    None: (5.0, [1.0, 1.0, 1.0, 1.0]),
+}
+
+
+@pytest.mark.parametrize("gate", list(GATE_CASES))
+def test_grad_gate_forms_by_hand(gate):
+    from medseg.models.mgrad_unet import DifferentialDecoder
+
+    dec = DifferentialDecoder(1, width=1, gated=True, gate=gate or "additive").eval()
+    dec.smooth = torch.nn.Identity()
+    seen = {}
+    for k, unit in enumerate(dec.pyramid.units[0]):
+        unit.register_forward_pre_hook(lambda mod, args, k=k: seen.__setitem__(k, args[0]))
+    feats = [torch.full((1, 1, 16 >> i, 16 >> i), float(i + 1)) for i in range(5)]
+    gates = (
+        None if gate is None else [torch.full_like(f, w) for f, w in zip(feats, (0.5, 0.5, 0.5, 0.5, 0.2))]
+    )
+    with torch.no_grad():
+        _, stages = dec(feats, gates)
+    top, dp = GATE_CASES[gate]
+    torch.testing.assert_close(stages[4], torch.full_like(feats[4], top))
+    for k, value in enumerate(dp):
+        torch.testing.assert_close(seen[k], torch.full_like(feats[k], value))
+
+
+def test_grad_gate_switch_keeps_state_dict_and_rejects_unknown():
+    full = _meta(3, 9).state_dict().keys()
+    for gate in ("subtractive", "paper"):
+        assert _meta(3, 9, grad_gate=gate, detach_gate=True).state_dict().keys() == full
+    with pytest.raises(ValueError, match="unknown grad_gate 'mul'"):
+        _tiny(grad_gate="mul")
+    x = torch.randn(1, 1, 32, 32)
+    outs = {g: _tiny(grad_gate=g).eval()(x).aux["grad"] for g in ("additive", "subtractive", "paper")}
+    assert not torch.equal(outs["additive"], outs["subtractive"]) and not torch.equal(
+        outs["paper"], outs["subtractive"]
+    )
 
 
 @pytest.mark.parametrize("recipe", ["mgrad_unet_synapse", "mgrad_unet_acdc"])

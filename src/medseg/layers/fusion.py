@@ -97,9 +97,10 @@ class SubtractionPyramid(nn.Module):
         top_conv: the extra conv (official ``x5_dem_4``) on the upper operand of the fourth-order unit
             (MSNet/M2SNet: ``True``; MGRAD-UNet's addRA decoder has none: ``False``).
 
-    ``forward(features, lower_gates=None)`` takes ``[f1, .., f5]`` (finest first) and returns
-    ``[level1, level2, level3, level4]``. ``lower_gates`` (MGRAD-UNet GRAD, Eq. 4) is an optional list of
-    four tensors ``[g1, .., g4]``; first-order unit k then uses ``f_k * (1 - g_k)`` as its lower operand.
+    ``forward(features, lower=None, first_order_sum=False)`` takes ``[f1, .., f5]`` (finest first) and
+    returns ``[level1, level2, level3, level4]``. MGRAD-UNet's GRAD (Eq. 4) passes ``lower``, four tensors
+    that replace ``f1 .. f4`` as the lower operands of the first-order units (the reverse-attended R_k),
+    and ``first_order_sum=True`` for the addRA code's ``|up(f_{k+1}) + lower_k|`` in those units.
     """
 
     def __init__(
@@ -144,9 +145,17 @@ class SubtractionPyramid(nn.Module):
             d = d + (f(a) - f(b)).abs()
         return d
 
-    def forward(self, features: Sequence[Tensor], lower_gates: Sequence[Tensor] | None = None) -> list[Tensor]:
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        lower: Sequence[Tensor] | None = None,
+        *,
+        first_order_sum: bool = False,
+    ) -> list[Tensor]:
         if len(features) != 5:
             raise ValueError(f"SubtractionPyramid expects 5 features, got {len(features)}")
+        if lower is not None and len(lower) != 4:
+            raise ValueError(f"SubtractionPyramid expects 4 lower operands, got {len(lower)}")
         prev = list(features)
         terms: list[list[Tensor]] = [[] for _ in range(4)]  # terms per level 1..4
         for o, units in enumerate(self.units):
@@ -154,12 +163,12 @@ class SubtractionPyramid(nn.Module):
             # Top-down (x5_4 before x4_3 ...) as the official code: with ``msu`` the shared fixed-filter
             # BatchNorms then update their running statistics in the same order.
             for i in reversed(range(len(units))):
-                upper, lower = prev[i + 1], prev[i]
-                if o == 0 and lower_gates is not None:
-                    lower = lower * (1 - lower_gates[i])
+                a = prev[i + 1]
+                b = lower[i] if o == 0 and lower is not None else prev[i]
                 if o == 3 and self.top_conv is not None:
-                    upper = self.top_conv(upper)
-                out[i] = units[i](self.difference(upsample_like(upper, lower), lower))
+                    a = self.top_conv(a)
+                a = upsample_like(a, b)
+                out[i] = units[i]((a + b).abs() if o == 0 and first_order_sum else self.difference(a, b))
             for i, t in enumerate(out):
                 terms[i].append(t)  # a unit feeds the level of its lower operand (x4_3, x5_4_3 -> level3)
             prev = out
