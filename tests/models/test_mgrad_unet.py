@@ -212,6 +212,7 @@ def test_grad_gate_switch_keeps_state_dict_and_rejects_unknown():
 
 @pytest.mark.parametrize("recipe", ["mgrad_unet_synapse", "mgrad_unet_acdc"])
 def test_recipes_validate_and_match_model_outputs(recipe):
+    synapse = recipe.endswith("synapse")
     cfg = load_config(recipe)
     assert cfg.model.name == "mgrad_unet" and cfg.data.format == "transunet" and cfg.data.size == (224, 224)
     assert (
@@ -219,18 +220,63 @@ def test_recipes_validate_and_match_model_outputs(recipe):
         and cfg.strategy.feedback_iters == 3
         and cfg.strategy.update == "per_pass"
     )
-    assert cfg.optim.name == "sgd" and cfg.optim.lr == 0.01 and cfg.schedule.name == "poly"  # preset paper
-    assert cfg.trainer.max_epochs == 300 and cfg.data.val_split and cfg.data.in_channels == 1
-    assert cfg.data.batch_size == (8 if recipe.endswith("synapse") else 12)
-    assert cfg.data.num_classes == (9 if recipe.endswith("synapse") else 4) == len(cfg.data.class_names)
-    assert [t.loss for t in cfg.loss.terms] == ["dice_ce", "dice_ce", "aggregated"]
-    code = load_config(recipe, ["preset=code"])
-    assert code.optim.name == "adamw" and code.optim.lr == 1e-4 and code.schedule.name == "constant"
+    # default = the author's code: AdamW 1e-4, wd 1e-4, constant; all training cases, last epoch (no val)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.schedule.name) == (
+        "adamw",
+        1e-4,
+        1e-4,
+        "constant",
+    )
+    assert cfg.data.val_split is None and load_config(recipe, ["preset=val"]).data.val_split == "val"
+    assert cfg.trainer.max_epochs == 300 and cfg.data.in_channels == 1
+    assert cfg.data.batch_size == (8 if synapse else 12)
+    assert cfg.data.num_classes == (9 if synapse else 4) == len(cfg.data.class_names)
+    # Synapse code: aggregated loss, addRA gates; ACDC code: weighted loss (Eqs. 12-13), my_net.py gates
+    assert [t.loss for t in cfg.loss.terms] == ["dice_ce", "dice_ce", "aggregated" if synapse else "weighted"]
+    gates = {k: cfg.model.kwargs[k] for k in ("grad_gate", "detach_gate")}
+    assert gates == (
+        {"grad_gate": "additive", "detach_gate": False}
+        if synapse
+        else {"grad_gate": "subtractive", "detach_gate": True}
+    )
+    text = load_config(recipe, ["preset=paper_text"])
+    assert (text.optim.name, text.optim.lr, text.optim.momentum, text.optim.weight_decay) == (
+        "sgd",
+        0.01,
+        0.9,
+        1e-4,
+    )
+    assert text.schedule.name == "constant" and text.model.kwargs["grad_gate"] == "paper"
+    assert text.loss.terms[0].kwargs == {"ce_weight": 0.7, "dice_weight": 0.3}
+    tu = load_config(recipe, ["preset=transunet"])
+    assert (tu.optim.name, tu.optim.lr, tu.schedule.name) == ("sgd", 0.01, "poly")
     # every preset's loss terms match the outputs of the model it builds (tiny input)
     x, y = torch.randn(1, 1, 32, 32), torch.randint(0, cfg.data.num_classes, (1, 32, 32))
-    for preset in ("paper", "weighted", "no_sideconv", "no_rfb_sideconv", "paper_loss_weights"):
+    presets = [
+        "paper_text",
+        "transunet",
+        "val",
+        "weighted",
+        "no_sideconv",
+        "no_rfb_sideconv",
+        "paper_loss_weights",
+    ]
+    for preset in presets + ([] if synapse else ["aggregated", "addra_gates"]):
         c = load_config(recipe, [f"preset={preset}"])
         torch.manual_seed(0)
         m = build_model(c.model.name, c.data.in_channels, c.data.out_channels, **c.model.kwargs, **TINY)
         total, _ = Criterion.from_config(c.loss)(m(x), y)
         assert torch.isfinite(total)
+
+
+def test_recipes_show_mgrad_synapse_has_no_carve_out_and_adamw():
+    import yaml
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    res = CliRunner().invoke(app, ["recipes", "show", "mgrad_unet_synapse"])
+    assert res.exit_code == 0, res.output
+    shown = yaml.safe_load(res.output)
+    assert shown["data"]["val_split"] is None
+    assert (shown["optim"]["name"], shown["optim"]["lr"], shown["schedule"]["name"]) == ("adamw", 1e-4, "constant")

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from medseg.config import Config, ConfigError, apply_overrides, parse_override, validate
-from medseg.engine.predict import Predictor
+from medseg.engine.predict import Predictor, find_checkpoint
 from medseg.utils import MedsegError, atomic_write_text, check_output_dir, printable
 
 _log = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ def evaluate_run(
     splits, several = expand_splits(reader, split)
     base = run_dir.with_name(run_dir.stem + "-eval") if run_dir.is_file() else run_dir / "eval"
     info = {"checkpoint": checkpoint, "data": str(dcfg.root)}
+    if run_dir.is_dir() and checkpoint == "best" and find_checkpoint(run_dir, checkpoint).stem == "last":
+        info.update(checkpoint="last", checkpoint_note="no best.ckpt (trained without validation): last epoch")
     options = {"save_predictions": save_predictions, "fail_fast": fail_fast, "allow_nonfinite": allow_nonfinite}
     if several:
         name = "+".join(split_folder_name(s) for s in split.split(",") if s.strip())
