@@ -135,3 +135,16 @@ def test_cli_split_test_evaluates_every_pranet_set(pranet_root: Path, tmp_path: 
     res = runner.invoke(app, ["evaluate", str(run), "--split", "Kvasir,nope"])
     assert res.exit_code == 2 and "unknown split 'nope'" in res.output
     assert not (run / "eval" / "Kvasir+nope-polyp-strict" / "Kvasir").exists()  # checked before any work
+
+
+def test_run_without_validation_is_evaluated_at_its_last_epoch(pranet_root: Path, tmp_path: Path, caplog) -> None:
+    """No best.ckpt (data.val_split: null, the TransUNet protocol): ``best`` falls back to last.ckpt, said so."""
+    from medseg.engine.evaluate import evaluate_run
+
+    run = _run_folder(_cfg(pranet_root), tmp_path / "run")
+    with caplog.at_level("INFO", logger="medseg.engine.predict"):
+        summary = evaluate_run(run, split="Kvasir", out_dir=tmp_path / "e")
+    assert summary["checkpoint"] == "last" and "without validation" in summary["checkpoint_note"]
+    assert "using last.ckpt" in caplog.text
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["checkpoint"] == "last"
+    assert evaluate_run(run, split="Kvasir", checkpoint="last", out_dir=tmp_path / "f")["checkpoint"] == "last"

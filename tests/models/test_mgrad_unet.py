@@ -138,15 +138,20 @@ def test_switches_parameter_counts_and_outputs():
         assert len(out.extras["feedback"]) == 5
 
 
-def test_reverse_attention_gates_are_detached_but_used():
+def test_gates_reach_msd_unless_detached_and_are_used():
     x = torch.randn(2, 1, 32, 32)
-    for ra in (True, False):
-        m = _tiny(reverse_attention=ra).train()
+    for ra, detach in ((True, False), (True, True), (False, False)):
+        m = _tiny(reverse_attention=ra, detach_gate=detach).train()
         m(x).aux["grad"].sum().backward()
-        # GRAD's loss reaches the shared encoder/RFB, never MSD's own layers (gates are detached)
+        # GRAD's loss reaches the shared encoder/RFB and GRAD itself ...
         assert m.adapters[0].conv_res[0].weight.grad is not None
         assert m.grad.pyramid.units[0][0][0].weight.grad is not None
-        assert all(p.grad is None for p in m.msd.parameters())
+        # ... and MSD only through non-detached gates (addRA default); never MSD's own logits head
+        msd_grads = {n for n, p in m.msd.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        if ra and not detach:
+            assert msd_grads == {n for n, _ in m.msd.named_parameters() if not n.startswith("head.")}
+        else:
+            assert not msd_grads
     # ... but the gates are used: changing MSD's stage features changes GRAD's output (only with RA on)
     for ra, changes in ((True, True), (False, False)):
         m = _tiny(reverse_attention=ra).eval()
@@ -157,8 +162,57 @@ def test_reverse_attention_gates_are_detached_but_used():
         assert (not torch.equal(before, after)) is changes
 
 
+# Constant maps R_i = i (levels 1..5) and gates w = (0.5, 0.5, 0.5, 0.5, 0.2), smooth = identity: the
+# first-order DP inputs D_k (lower operand at level k) and the top T, by hand.
+#   additive    (addRA):   T = 5 (1 + 0.2) = 6;  D_4 = |6 + 4 * 0.5| = 8,  D_3 = |4 + 1.5| = 5.5, D_2 = 4, D_1 = 2.5
+#   subtractive (my_net):  T = 6;                D_4 = |6 - 2| = 4,        D_3 = |4 - 1.5| = 2.5, D_2 = 2, D_1 = 1.5
+#   paper (Eq. 4 + Eq. 1): RA = (.5, 1, 1.5, 2, 4), T = 4; D_4 = |4 - 2| = 2, D_3 = D_2 = D_1 = 0.5
+#   no gates:              T = 5;                D_k = |(k + 1) - k| = 1
+GATE_CASES = {
+    "additive": (6.0, [2.5, 4.0, 5.5, 8.0]),
+    "subtractive": (6.0, [1.5, 2.0, 2.5, 4.0]),
+    "paper": (4.0, [0.5, 0.5, 0.5, 2.0]),
+    None: (5.0, [1.0, 1.0, 1.0, 1.0]),
+}
+
+
+@pytest.mark.parametrize("gate", list(GATE_CASES))
+def test_grad_gate_forms_by_hand(gate):
+    from medseg.models.mgrad_unet import DifferentialDecoder
+
+    dec = DifferentialDecoder(1, width=1, gated=True, gate=gate or "additive").eval()
+    dec.smooth = torch.nn.Identity()
+    seen = {}
+    for k, unit in enumerate(dec.pyramid.units[0]):
+        unit.register_forward_pre_hook(lambda mod, args, k=k: seen.__setitem__(k, args[0]))
+    feats = [torch.full((1, 1, 16 >> i, 16 >> i), float(i + 1)) for i in range(5)]
+    gates = (
+        None if gate is None else [torch.full_like(f, w) for f, w in zip(feats, (0.5, 0.5, 0.5, 0.5, 0.2))]
+    )
+    with torch.no_grad():
+        _, stages = dec(feats, gates)
+    top, dp = GATE_CASES[gate]
+    torch.testing.assert_close(stages[4], torch.full_like(feats[4], top))
+    for k, value in enumerate(dp):
+        torch.testing.assert_close(seen[k], torch.full_like(feats[k], value))
+
+
+def test_grad_gate_switch_keeps_state_dict_and_rejects_unknown():
+    full = _meta(3, 9).state_dict().keys()
+    for gate in ("subtractive", "paper"):
+        assert _meta(3, 9, grad_gate=gate, detach_gate=True).state_dict().keys() == full
+    with pytest.raises(ValueError, match="unknown grad_gate 'mul'"):
+        _tiny(grad_gate="mul")
+    x = torch.randn(1, 1, 32, 32)
+    outs = {g: _tiny(grad_gate=g).eval()(x).aux["grad"] for g in ("additive", "subtractive", "paper")}
+    assert not torch.equal(outs["additive"], outs["subtractive"]) and not torch.equal(
+        outs["paper"], outs["subtractive"]
+    )
+
+
 @pytest.mark.parametrize("recipe", ["mgrad_unet_synapse", "mgrad_unet_acdc"])
 def test_recipes_validate_and_match_model_outputs(recipe):
+    synapse = recipe.endswith("synapse")
     cfg = load_config(recipe)
     assert cfg.model.name == "mgrad_unet" and cfg.data.format == "transunet" and cfg.data.size == (224, 224)
     assert (
@@ -166,18 +220,63 @@ def test_recipes_validate_and_match_model_outputs(recipe):
         and cfg.strategy.feedback_iters == 3
         and cfg.strategy.update == "per_pass"
     )
-    assert cfg.optim.name == "sgd" and cfg.optim.lr == 0.01 and cfg.schedule.name == "poly"  # preset paper
-    assert cfg.trainer.max_epochs == 300 and cfg.data.val_split and cfg.data.in_channels == 1
-    assert cfg.data.batch_size == (8 if recipe.endswith("synapse") else 12)
-    assert cfg.data.num_classes == (9 if recipe.endswith("synapse") else 4) == len(cfg.data.class_names)
-    assert [t.loss for t in cfg.loss.terms] == ["dice_ce", "dice_ce", "aggregated"]
-    code = load_config(recipe, ["preset=code"])
-    assert code.optim.name == "adamw" and code.optim.lr == 1e-4 and code.schedule.name == "constant"
+    # default = the author's code: AdamW 1e-4, wd 1e-4, constant; all training cases, last epoch (no val)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.schedule.name) == (
+        "adamw",
+        1e-4,
+        1e-4,
+        "constant",
+    )
+    assert cfg.data.val_split is None and load_config(recipe, ["preset=val"]).data.val_split == "val"
+    assert cfg.trainer.max_epochs == 300 and cfg.data.in_channels == 1
+    assert cfg.data.batch_size == (8 if synapse else 12)
+    assert cfg.data.num_classes == (9 if synapse else 4) == len(cfg.data.class_names)
+    # Synapse code: aggregated loss, addRA gates; ACDC code: weighted loss (Eqs. 12-13), my_net.py gates
+    assert [t.loss for t in cfg.loss.terms] == ["dice_ce", "dice_ce", "aggregated" if synapse else "weighted"]
+    gates = {k: cfg.model.kwargs[k] for k in ("grad_gate", "detach_gate")}
+    assert gates == (
+        {"grad_gate": "additive", "detach_gate": False}
+        if synapse
+        else {"grad_gate": "subtractive", "detach_gate": True}
+    )
+    text = load_config(recipe, ["preset=paper_text"])
+    assert (text.optim.name, text.optim.lr, text.optim.momentum, text.optim.weight_decay) == (
+        "sgd",
+        0.01,
+        0.9,
+        1e-4,
+    )
+    assert text.schedule.name == "constant" and text.model.kwargs["grad_gate"] == "paper"
+    assert text.loss.terms[0].kwargs == {"ce_weight": 0.7, "dice_weight": 0.3}
+    tu = load_config(recipe, ["preset=transunet"])
+    assert (tu.optim.name, tu.optim.lr, tu.schedule.name) == ("sgd", 0.01, "poly")
     # every preset's loss terms match the outputs of the model it builds (tiny input)
     x, y = torch.randn(1, 1, 32, 32), torch.randint(0, cfg.data.num_classes, (1, 32, 32))
-    for preset in ("paper", "weighted", "no_sideconv", "no_rfb_sideconv", "paper_loss_weights"):
+    presets = [
+        "paper_text",
+        "transunet",
+        "val",
+        "weighted",
+        "no_sideconv",
+        "no_rfb_sideconv",
+        "paper_loss_weights",
+    ]
+    for preset in presets + ([] if synapse else ["aggregated", "addra_gates"]):
         c = load_config(recipe, [f"preset={preset}"])
         torch.manual_seed(0)
         m = build_model(c.model.name, c.data.in_channels, c.data.out_channels, **c.model.kwargs, **TINY)
         total, _ = Criterion.from_config(c.loss)(m(x), y)
         assert torch.isfinite(total)
+
+
+def test_recipes_show_mgrad_synapse_has_no_carve_out_and_adamw():
+    import yaml
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    res = CliRunner().invoke(app, ["recipes", "show", "mgrad_unet_synapse"])
+    assert res.exit_code == 0, res.output
+    shown = yaml.safe_load(res.output)
+    assert shown["data"]["val_split"] is None
+    assert (shown["optim"]["name"], shown["optim"]["lr"], shown["schedule"]["name"]) == ("adamw", 1e-4, "constant")

@@ -18,6 +18,9 @@ MSNET_PARAMS = 27_692_329  # NOTES.md section 2: official MSNet without the back
 M2SNET_PARAMS = 27_692_585  # + two shared BatchNorm2d(64) of the fixed filters
 BACKBONE_PARAMS = 23_669_352  # res2net50d features_only == official res2net50_v1b_26w_4s without fc
 UNIT_PARAMS = 64 * 64 * 9 + 64 + 2 * 64  # conv3x3(bias) + BN(64) = 37,056
+# Table 12's units: bias-free dilated 3x3 conv (64 -> 64) + BN per branch; DenseASPP's branch i sees 64 (i + 1).
+ASPP_PARAMS = 3 * (64 * 64 * 9 + 128)  # rates 6, 12, 18
+DENSEASPP_PARAMS = 64 * 64 * 9 * (1 + 2 + 3 + 4 + 5) + 5 * 128  # rates 3, 6, 12, 18, 24
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +169,10 @@ def test_ablation_parameter_deltas_of_the_pyramid() -> None:
         ({"unit": "add"}, 0),
         ({"unit": "su", "orders": 2}, -4 * UNIT_PARAMS),
         ({"unit": "msu", "kernel_sizes": (1, 3, 5, 7), "filter_weights": "gaussian", "depthwise": True}, 384),
+        # Table 9 baseline: 10 units, x5_dem_4, 3 level convs and x5_dem_5 (2048 -> 64) gone
+        ({"unit": "none"}, -14 * UNIT_PARAMS - (2048 * 64 * 9 + 64 + 128)),
+        ({"unit": "aspp"}, ASPP_PARAMS),  # Table 12
+        ({"unit": "denseaspp"}, DENSEASPP_PARAMS),  # Table 12
     ],
 )
 def test_ablation_models_build_and_run(kwargs: dict, delta: int) -> None:
@@ -174,6 +181,40 @@ def test_ablation_models_build_and_run(kwargs: dict, delta: int) -> None:
     with torch.no_grad():
         out = m(torch.randn(1, 3, 64, 64))
     assert out.logits.shape == (1, 1, 64, 64) and torch.isfinite(out.logits).all()
+
+
+
+@pytest.mark.parametrize("unit", ["none", "aspp", "denseaspp"])
+def test_table9_table12_units_forward_backward_at_odd_size(unit: str) -> None:
+    m = build_model("m2snet", unit=unit).train()
+    out = m(torch.randn(2, 3, 64, 96))
+    assert out.logits.shape == (2, 1, 64, 96) and out.aux == {}
+    out.logits.mean().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    if unit == "none":
+        assert m.pyramid is None
+    else:
+        assert len(m.pyramid.aspp.branches) == (3 if unit == "aspp" else 5) and len(m.pyramid.filters) == 0
+
+
+def test_aspp_units_by_hand() -> None:
+    from medseg.layers.fusion import ASPPBranches
+
+    p = SubtractionPyramid(4, unit="denseaspp").eval()
+    a = torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(p.difference(a, a), torch.zeros_like(a))  # equal operands: zero difference
+    torch.testing.assert_close(p.difference(a, torch.zeros_like(a)) >= a.abs(), torch.ones_like(a, dtype=torch.bool))
+    # dense cascade: branch i's conv sees cat(x, y_1 .. y_{i-1}); with all-ones 1-channel weights and an identity
+    # BN, y_1 = relu(3x3 sum of x), y_2 = relu(3x3 sum of x + y_1) at the centre of a delta input
+    b = ASPPBranches(1, (1, 1), dense=True).eval()
+    for branch in b.branches:
+        torch.nn.init.ones_(branch[0].weight)
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 2, 2] = 1.0
+    y1, y2 = b(x)
+    eps = b.branches[0][1].eps
+    assert y1[0, 0, 2, 2].item() == pytest.approx(1 / (1 + eps) ** 0.5)
+    assert y2[0, 0, 2, 2].item() == pytest.approx((1 + 9 * y1[0, 0, 2, 2].item()) / (1 + eps) ** 0.5)
 
 
 def test_in_channels_and_multiclass_head() -> None:

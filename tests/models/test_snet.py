@@ -232,5 +232,8 @@ def test_recipes_validate(recipe: str, classes: int, epochs: int) -> None:
         ("dice_ce", "aux/fused", {"ce_weight": 0.6, "dice_weight": 0.4}),
     ]
     assert "no learning rate" in cfg.description.lower()
+    # Synapse/ACDC: TransUNet's protocol (all training cases, last epoch); a validation split on request
+    assert cfg.data.val_split == (None if recipe != "snet_monuseg" else "val")
+    assert load_config(recipe, ["preset=val"]).data.val_split == "val"
     ablation = load_config(recipe, ["preset=unstagger"])
     assert ablation.model.kwargs["fusion"] == "unstagger"

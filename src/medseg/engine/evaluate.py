@@ -63,7 +63,7 @@ from medseg.config import (
     resolve_protocol,
     validate,
 )
-from medseg.engine.predict import Predictor
+from medseg.engine.predict import Predictor, find_checkpoint
 from medseg.utils import MedsegError, atomic_write_text, check_output_dir, printable
 
 _log = logging.getLogger(__name__)
@@ -145,6 +145,8 @@ def evaluate_run(
     mode = resolve_mode(mode or cfg.eval.mode, protocol)
     base = run_dir.with_name(run_dir.stem + "-eval") if run_dir.is_file() else run_dir / "eval"
     info = {"checkpoint": checkpoint, "data": str(dcfg.root)}
+    if run_dir.is_dir() and checkpoint == "best" and find_checkpoint(run_dir, checkpoint).stem == "last":
+        info.update(checkpoint="last", checkpoint_note="no best.ckpt (trained without validation): last epoch")
     options = {"save_predictions": save_predictions, "fail_fast": fail_fast, "allow_nonfinite": allow_nonfinite}
     tag = eval_tag(protocol, mode, tta=cfg.eval.tta, aggregate=cfg.eval.aggregate)
     if several:

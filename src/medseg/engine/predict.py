@@ -31,13 +31,15 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy.h5", ".h5")
 
 
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
-    """``best`` falls back to ``last`` (a run without a validation split has no ``best``)."""
+    """``best`` falls back to ``last`` (a run without a validation split has no ``best``), with a note."""
     p = Path(which)
     if p.suffix == ".ckpt":
         return p
     ck = run_dir / "checkpoints"
     for name in ([which, "last"] if which == "best" else [which]):
         if (ck / f"{name}.ckpt").is_file():
+            if name != which:
+                _log.info("%s: no checkpoints/best.ckpt (trained without validation): using last.ckpt", run_dir)
             return ck / f"{name}.ckpt"
     raise MedsegError(f"{run_dir}: no checkpoints/{which}.ckpt (is this a finished run folder?)")
 

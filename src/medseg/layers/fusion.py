@@ -17,6 +17,10 @@ Every unit is conv3x3(bias)-BN-ReLU applied to the difference map D(a, b) of ups
   F_k (k > 1) a fixed k x k filter followed by a trainable BatchNorm + ReLU that is SHARED by all
   units and both operands (exactly two BN layers for kernels (1, 3, 5), as the official code).
 - ``add`` (ablation, paper Table 9): D = a + b.
+- ``aspp`` / ``denseaspp`` (M2SNet Table 12, Fig. 7): ``msu`` with the fixed filters replaced by a
+  trainable ASPP (parallel dilated 3x3 conv-BN-ReLU, rates ``ASPP_RATES``) or DenseASPP (the same,
+  cascaded: branch i sees cat(x, branch 1..i-1), rates ``DENSEASPP_RATES``) module, shared by all
+  units and both operands like the fixed filters. Fig. 7's exact layout is not in the text (ours).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from torch import Tensor, nn
 from medseg.layers.conv import ConvNormAct
 from medseg.layers.resize import upsample_like
 
-UNIT_TYPES = ("su", "msu", "add")
+UNIT_TYPES = ("su", "msu", "add", "aspp", "denseaspp")
+ASPP_RATES = (6, 12, 18)  # DeepLab v3's 3x3 rates (output stride 16)
+DENSEASPP_RATES = (3, 6, 12, 18, 24)  # DenseASPP's rates
 
 
 def _fixed_kernel(k: int, weights: str) -> Tensor:
@@ -82,24 +88,42 @@ class FixedFilter(nn.Module):
         return self.act(self.norm(self._filter(x)))
 
 
+class ASPPBranches(nn.Module):
+    """Dilated 3x3 conv-BN-ReLU branches; ``dense=True`` cascades them (DenseASPP). Returns the branch list."""
+
+    def __init__(self, channels: int, rates: Sequence[int], *, dense: bool = False) -> None:
+        super().__init__()
+        self.dense = dense
+        self.branches = nn.ModuleList(
+            ConvNormAct(channels * (i + 1 if dense else 1), channels, 3, dilation=r) for i, r in enumerate(rates)
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs: list[Tensor] = []
+        for branch in self.branches:
+            outs.append(branch(torch.cat([x, *outs], dim=1) if self.dense else x))
+        return outs
+
+
 class SubtractionPyramid(nn.Module):
     """Multi-order subtraction units over five same-width features, aggregated per level (CE_i).
 
     Args:
         channels: width of all five inputs and of every unit.
-        unit: ``"su"`` | ``"msu"`` | ``"add"`` (see module docstring).
+        unit: ``"su"`` | ``"msu"`` | ``"add"`` | ``"aspp"`` | ``"denseaspp"`` (see module docstring).
         kernel_sizes: filter sizes of the ``msu`` unit, e.g. ``(1, 3)``, ``(1, 3, 5)``, ``(1, 3, 5, 7)``.
         filter_weights: ``"ones"`` (paper) or ``"gaussian"`` (ablation, Table 11).
         depthwise: per-channel fixed filters instead of the official full ones (NOTES §7 item 6).
-        orders: how many pyramid orders are used (1..4, paper Table 12).
+        orders: how many pyramid orders are used (1..4: M2SNet Table 9's +SU_2 .. +SU_5).
         bias: conv bias in front of BN in every unit/level conv (MSNet/M2SNet code: ``True``; MGRAD-UNet's
             ``BasicConv2d``: ``False``).
         top_conv: the extra conv (official ``x5_dem_4``) on the upper operand of the fourth-order unit
             (MSNet/M2SNet: ``True``; MGRAD-UNet's addRA decoder has none: ``False``).
 
-    ``forward(features, lower_gates=None)`` takes ``[f1, .., f5]`` (finest first) and returns
-    ``[level1, level2, level3, level4]``. ``lower_gates`` (MGRAD-UNet GRAD, Eq. 4) is an optional list of
-    four tensors ``[g1, .., g4]``; first-order unit k then uses ``f_k * (1 - g_k)`` as its lower operand.
+    ``forward(features, lower=None, first_order_sum=False)`` takes ``[f1, .., f5]`` (finest first) and
+    returns ``[level1, level2, level3, level4]``. MGRAD-UNet's GRAD (Eq. 4) passes ``lower``, four tensors
+    that replace ``f1 .. f4`` as the lower operands of the first-order units (the reverse-attended R_k),
+    and ``first_order_sum=True`` for the addRA code's ``|up(f_{k+1}) + lower_k|`` in those units.
     """
 
     def __init__(
@@ -126,6 +150,11 @@ class SubtractionPyramid(nn.Module):
         self.filters = nn.ModuleList(
             FixedFilter(channels, k, filter_weights, depthwise) for k in sorted(set(kernel_sizes)) if k > 1
         ) if unit == "msu" else nn.ModuleList()
+        self.aspp = (
+            ASPPBranches(channels, DENSEASPP_RATES if unit == "denseaspp" else ASPP_RATES, dense=unit == "denseaspp")
+            if unit in ("aspp", "denseaspp")
+            else None
+        )
 
         def conv() -> ConvNormAct:
             return ConvNormAct(channels, channels, 3, bias=bias)
@@ -142,11 +171,22 @@ class SubtractionPyramid(nn.Module):
         d = (a - b).abs()
         for f in self.filters:
             d = d + (f(a) - f(b)).abs()
+        if self.aspp is not None:
+            for fa, fb in zip(self.aspp(a), self.aspp(b), strict=True):
+                d = d + (fa - fb).abs()
         return d
 
-    def forward(self, features: Sequence[Tensor], lower_gates: Sequence[Tensor] | None = None) -> list[Tensor]:
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        lower: Sequence[Tensor] | None = None,
+        *,
+        first_order_sum: bool = False,
+    ) -> list[Tensor]:
         if len(features) != 5:
             raise ValueError(f"SubtractionPyramid expects 5 features, got {len(features)}")
+        if lower is not None and len(lower) != 4:
+            raise ValueError(f"SubtractionPyramid expects 4 lower operands, got {len(lower)}")
         prev = list(features)
         terms: list[list[Tensor]] = [[] for _ in range(4)]  # terms per level 1..4
         for o, units in enumerate(self.units):
@@ -154,12 +194,12 @@ class SubtractionPyramid(nn.Module):
             # Top-down (x5_4 before x4_3 ...) as the official code: with ``msu`` the shared fixed-filter
             # BatchNorms then update their running statistics in the same order.
             for i in reversed(range(len(units))):
-                upper, lower = prev[i + 1], prev[i]
-                if o == 0 and lower_gates is not None:
-                    lower = lower * (1 - lower_gates[i])
+                a = prev[i + 1]
+                b = lower[i] if o == 0 and lower is not None else prev[i]
                 if o == 3 and self.top_conv is not None:
-                    upper = self.top_conv(upper)
-                out[i] = units[i](self.difference(upsample_like(upper, lower), lower))
+                    a = self.top_conv(a)
+                a = upsample_like(a, b)
+                out[i] = units[i]((a + b).abs() if o == 0 and first_order_sum else self.difference(a, b))
             for i, t in enumerate(out):
                 terms[i].append(t)  # a unit feeds the level of its lower operand (x4_3, x5_4_3 -> level3)
             prev = out

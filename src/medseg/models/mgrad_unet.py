@@ -11,7 +11,9 @@ Equations -> code (full map in ``docs/models/mgrad_unet.md``):
 - Eq. 8 R_i = RFB(E_i or E'_i), 64 channels: ``MGRADUNet.adapters`` (:class:`medseg.layers.multiscale.RFB`).
 - Eq. 7 E'_i = E_i + lambda (G_i - M_i), lambda = 1e-3: added to the 64-channel R_i (see choice 2);
   ``forward(x, feedback)`` adds ``feedback[i]``; ``extras["feedback"]`` returns lambda (G_i - M_i).
-- Eq. 1 DP = Conv(|Up(R_{i+1}) - R_i|) and Eq. 2 M_i = Conv(sum_n CL_n^i): the subtraction pyramid
+- Eq. 1 DP = Conv(|Conv(Up(R_{i+1})) - Conv(R_i)|): as in the author's code (and MSNet), the two inner
+  per-operand convs are absent -- DP = Conv(|Up(R_{i+1}) - R_i|) -- so Eq. 1 over-states the convs.
+- Eq. 1 DP and Eq. 2 M_i = Conv(sum_n CL_n^i): the subtraction pyramid
   (:class:`medseg.layers.fusion.SubtractionPyramid`) plus the top-down path of
   :class:`DifferentialDecoder` (MSD).
 - Eq. 4 RA_i = (1 - sigma(M_i)) R_i, Eq. 5-6 G_i: the same decoder with ``gates`` (GRAD).
@@ -36,11 +38,15 @@ Ambiguity choices (NOTES §1 and §7 items 1-5; ours are marked "ours"):
    output conv; no ``x5_dem_4`` conv before the fourth-order unit (``my_net.py`` and MSNet have one);
    ``output1`` is a plain biased 3x3 conv (no BN/ReLU), then a 1x1 head. addRA's MSD also owns an unused
    ``smooth1`` conv; ours has none (-36,992 parameters against the code).
-6. Reverse attention: ``my_net.py``'s subtractive form |Up(x_{k+1}) - x_k (1 - w_k)| for the four
-   first-order units (Eq. 1 + Eq. 4); addRA's ``|Up + x_k (1 - w_k)|`` is a sum of non-negative terms and
-   looks like a bug. Higher-order units are ungated. The gates w_k = sigmoid(M_k) are detached
-   (``my_net.py``), so no gradient reaches MSD through them. Top level: x5 -> smooth(x5 (1 + w5)) (addRA);
-   M_5 is MSD's top stage feature, i.e. R_5 itself (addRA returns ``output5 = x5``).
+6. Reverse attention (NOTES §7 item 1, revised): by default the gates of ``my_net_addRA.py``, the code
+   ``train_synapse.py`` trains (the 83.33 Synapse result): ``grad_gate="additive"``, first-order unit k
+   takes |Up(x_{k+1}) + x_k (1 - w_k)| (a sum of non-negative RFB outputs, so effectively an addition), and
+   ``detach_gate=False``: w_k = sigmoid(M_k) is not detached, so GRAD's loss also trains MSD through the
+   gates. ``grad_gate="subtractive"`` + ``detach_gate=True`` is ``my_net.py`` (the ACDC code);
+   ``grad_gate="paper"`` is the text: RA_i = (1 - sigma(M_i)) R_i on all five levels (Eq. 4), then Eq. 1's
+   plain DP. Higher-order units are ungated. Top level (code): x5 -> smooth(x5 (1 + w5)); M_5 is MSD's
+   top stage feature, i.e. R_5 itself (addRA returns ``output5 = x5``). Checked against the author's
+   addRA forward with the same weights: max |diff| <= 1e-5 (``docs/models/mgrad_unet.md``).
 7. ``reverse_attention=False`` (ours, the Fig. 4 ablation): GRAD gets no gates at all -- raw lower
    operands and smooth(x5) at the top; the ``smooth`` conv still exists, so the state_dict is unchanged.
 8. ``use_rfb=False`` (Tables 3-4; the code's ``my_net_NoRFBSideConv`` module is missing): a 1x1
@@ -78,6 +84,7 @@ from medseg.models._registry import register_model
 
 STRIDE = 16
 ENCODER_CHANNELS = (64, 128, 256, 512, 1024)
+GRAD_GATES = ("additive", "subtractive", "paper")
 
 
 # --------------------------------------------------------------------------------------------- blocks
@@ -125,11 +132,22 @@ class DifferentialDecoder(nn.Module):
     ``forward(features, gates=None)`` takes the five 64-channel R_i (finest first) and returns
     ``(logits, [S_1, .., S_5])``: logits at the resolution of R_1 and the stage features
     ``S_1 = out1, S_2 = out2, S_3 = out3, S_4 = out4, S_5 = top`` (M_i for MSD, G_i for GRAD).
-    ``gates`` (GRAD only) are w_1..w_5 = sigmoid(M_i), already detached by the caller.
+    ``gates`` (GRAD only) are w_1..w_5 = sigmoid(M_i); ``gate`` picks how they enter (``GRAD_GATES``):
+
+    - ``"additive"`` (addRA code): top T = smooth(R_5 (1 + w_5)); first-order unit k takes
+      ``|Up(T or R_{k+1}) + R_k (1 - w_k)|``.
+    - ``"subtractive"`` (``my_net.py``): the same with ``-``.
+    - ``"paper"`` (Eq. 4 then Eq. 1): every level is RA_i = (1 - w_i) R_i, T = smooth(RA_5), and the
+      first-order units are the plain DP ``|Up(RA_{k+1}) - RA_k|`` (the smooth conv on the top is ours).
     """
 
-    def __init__(self, out_channels: int, width: int = 64, *, gated: bool = False) -> None:
+    def __init__(
+        self, out_channels: int, width: int = 64, *, gated: bool = False, gate: str = "additive"
+    ) -> None:
         super().__init__()
+        if gate not in GRAD_GATES:
+            raise ValueError(f"unknown grad_gate {gate!r}; use one of {GRAD_GATES}")
+        self.gate = gate
         # Eq. 1-2: DP units of all orders + per-level aggregation (bias-free BasicConv2d, no x5_dem_4).
         self.pyramid = SubtractionPyramid(width, unit="su", bias=False, top_conv=False)
         # GRAD top: x5 -> smooth(x5 * (1 + w5)) (addRA ``smooth1``).
@@ -143,11 +161,18 @@ class DifferentialDecoder(nn.Module):
         self, features: Sequence[Tensor], gates: Sequence[Tensor] | None = None
     ) -> tuple[Tensor, list[Tensor]]:
         x1, x2, x3, x4, x5 = features
-        if self.smooth is not None:
-            x5 = self.smooth(x5 * (1 + gates[4]) if gates is not None else x5)
-        lower_gates = list(gates[:4]) if gates is not None else None
-        # Eq. 4: first-order units use |up(x_{k+1}) - x_k (1 - w_k)| (subtractive reverse attention).
-        level1, level2, level3, level4 = self.pyramid([x1, x2, x3, x4, x5], lower_gates=lower_gates)
+        lower = None
+        if gates is not None and self.gate == "paper":  # Eq. 4 on every level, then Eq. 1's DP
+            x1, x2, x3, x4, x5 = (r * (1 - w) for r, w in zip(features, gates, strict=True))
+            x5 = self.smooth(x5)
+        elif gates is not None:  # the code's gates: smooth(R_5 (1 + w_5)) and reverse attention on R_1..R_4
+            x5 = self.smooth(x5 * (1 + gates[4]))
+            lower = [r * (1 - w) for r, w in zip(features[:4], gates[:4], strict=True)]
+        elif self.smooth is not None:
+            x5 = self.smooth(x5)
+        level1, level2, level3, level4 = self.pyramid(
+            [x1, x2, x3, x4, x5], lower, first_order_sum=lower is not None and self.gate == "additive"
+        )
         out4 = self.out_convs[2](upsample_like(x5, level4) + level4)
         out3 = self.out_convs[1](upsample_like(out4, level3) + level3)
         out2 = self.out_convs[0](upsample_like(out3, level2) + level2)
@@ -168,6 +193,10 @@ class MGRADUNet(nn.Module):
         rfb_act: activation inside the RFB convs (``"relu"`` = addRA code, ``None`` = PraNet).
         residual_encoder: addRA's DoubleConv with a 1x1 residual (``True``) or plain conv-BN-ReLU x2.
         reverse_attention: gate GRAD with MSD's stage features (Eq. 4); ``False`` = ungated GRAD (Fig. 4).
+        grad_gate: how the gates enter GRAD: ``"additive"`` (addRA, the Synapse code behind 83.33),
+            ``"subtractive"`` (``my_net.py``) or ``"paper"`` (Eq. 4 on all five levels); see
+            :class:`DifferentialDecoder`.
+        detach_gate: detach w_i = sigmoid(M_i) (``my_net.py``); ``False`` (addRA) lets GRAD's loss reach MSD.
         side_conv: return the SideConv outputs ``side1..5`` (Eq. 3); the heads always exist.
         feedback_lambda: lambda of Eq. 7 (1e-3).
     """
@@ -183,6 +212,8 @@ class MGRADUNet(nn.Module):
         rfb_act: str | None = "relu",
         residual_encoder: bool = True,
         reverse_attention: bool = True,
+        grad_gate: str = "additive",
+        detach_gate: bool = False,
         side_conv: bool = True,
         feedback_lambda: float = 1e-3,
     ) -> None:
@@ -196,6 +227,7 @@ class MGRADUNet(nn.Module):
         self.width = width
         self.use_rfb = use_rfb
         self.reverse_attention = reverse_attention
+        self.detach_gate = detach_gate
         self.side_conv = side_conv
         self.feedback_lambda = float(feedback_lambda)
         self.encoder = Encoder(in_channels, encoder_channels, residual=residual_encoder)
@@ -204,7 +236,7 @@ class MGRADUNet(nn.Module):
             RFB(c, width, act=rfb_act) if use_rfb else ConvNormAct(c, width, 1) for c in encoder_channels
         )
         self.msd = DifferentialDecoder(out_channels, width)
-        self.grad = DifferentialDecoder(out_channels, width, gated=True)
+        self.grad = DifferentialDecoder(out_channels, width, gated=True, gate=grad_gate)
         # Eq. 3: one 1x1 head per MSD stage feature M_1..M_5.
         self.side_heads = nn.ModuleList(nn.Conv2d(width, out_channels, 1) for _ in range(5))
 
@@ -235,9 +267,9 @@ class MGRADUNet(nn.Module):
             self._check_feedback(feedback, feats)
             feats = [r + f for r, f in zip(feats, feedback, strict=True)]  # Eq. 7 at the 64-channel R_i
         msd_logits, m = self.msd(feats)
-        gates = (
-            [torch.sigmoid(mk).detach() for mk in m] if self.reverse_attention else None
-        )  # Eq. 4, detached
+        gates = None
+        if self.reverse_attention:  # Eq. 4: w_i = sigmoid(M_i), detached only on request (my_net.py)
+            gates = [torch.sigmoid(mk.detach() if self.detach_gate else mk) for mk in m]
         grad_logits, g = self.grad(feats, gates)
         aux = {"msd": msd_logits, "grad": grad_logits}
         if self.side_conv:

@@ -50,8 +50,14 @@ Ambiguities and the choices taken (NOTES.md sections 2 and 7)
        the official ImageNet file (``res2net50_v1b_26w_4s-3cf99910.pth``) loads with
        ``pretrained="/path/to/it"``; a trained official MSNet/M2SNet checkpoint loads with
        :func:`load_official_checkpoint`.
-    9. Ablations (paper Tables 9, 11, 12) are constructor arguments: ``unit`` su/msu/add,
-       ``kernel_sizes``, ``filter_weights`` ones/gaussian, ``depthwise``, ``orders`` 1..4.
+    9. Ablations are constructor arguments: Table 9 ``unit`` none (the FPN baseline: the reduced
+       features x1..x4 go straight into the top-down decoder, whose top is x5's reduction; ours: the
+       text names only "the common FPN network") / su / add and ``orders`` 1..4 (+SU_2 .. +SU_5); Table 11 ``kernel_sizes`` and
+       ``filter_weights`` ones/gaussian; Table 12 ``unit`` msu / aspp / denseaspp (Fig. 7; its layout is
+       not in the text: ours, ``layers.fusion``); ``depthwise`` (ours).
+   11. Eq. 3 sums MS_1^i .. MS_{6-i}^i, i.e. the level-i input feature itself (MS_1^i) is a term of
+       CE^i; the official code (and so ours) omits it: level1 = conv(x2_1 + x3_2_1 + x4_3_2_1 +
+       x5_4_3_2_1) sums the subtraction units only. MGRAD-UNet's Eq. 2 has the same gap.
    10. ``out_channels = K >= 2`` gives a K-channel head (softmax); the official model is binary.
 """
 
@@ -93,11 +99,13 @@ class MSNet(nn.Module):
     Args:
         in_channels: image channels (timm ``in_chans``).
         out_channels: 1 (binary, sigmoid) or K >= 2 classes (softmax).
-        unit: ``"su"`` (Eq. 1), ``"msu"`` (Eq. 2) or ``"add"`` (addition units, Table 9).
+        unit: ``"su"`` (Eq. 1), ``"msu"`` (Eq. 2), ``"add"`` (addition units, Table 9), ``"none"`` (Table 9's
+            FPN baseline: no units, the reduced features are the levels), ``"aspp"`` / ``"denseaspp"``
+            (Table 12: a trainable ASPP / DenseASPP instead of the fixed filters inside the unit).
         kernel_sizes: fixed filter sizes of ``msu`` (Table 11), must contain 1.
         filter_weights: ``"ones"`` (paper) or ``"gaussian"`` (Table 11).
         depthwise: per-channel fixed filters instead of the official full ones.
-        orders: pyramid orders used, 1..4 (Table 9's +SU_2 .. +SU_5).
+        orders: pyramid orders used, 1..4 (Table 9's +SU_2 .. +SU_5; not Table 12, which compares units).
         pretrained: backbone weights: ``None``/``False`` random, ``True`` timm download, or a path.
         encoder: timm model name of the encoder.
         channels: width of the reduced features and of the decoder (64 in the paper).
@@ -130,15 +138,20 @@ class MSNet(nn.Module):
         # x1 is used raw in the official code (64 channels already); other encoders get a reduction.
         self.reduce1 = nn.Identity() if c1 == channels else ConvNormAct(c1, channels, 3, bias=True)
         self.reduce = nn.ModuleList(ConvNormAct(c, channels, 3, bias=True) for c in deeper)  # x2..x5_dem_1
-        self.pyramid = SubtractionPyramid(
-            channels,
-            unit=unit,
-            kernel_sizes=tuple(kernel_sizes),
-            filter_weights=filter_weights,
-            depthwise=depthwise,
-            orders=orders,
+        self.pyramid = (
+            None
+            if unit == "none"
+            else SubtractionPyramid(
+                channels,
+                unit=unit,
+                kernel_sizes=tuple(kernel_sizes),
+                filter_weights=filter_weights,
+                depthwise=depthwise,
+                orders=orders,
+            )
         )
-        self.top_reduce = ConvNormAct(deeper[-1], channels, 3, bias=True)  # x5_dem_5
+        # x5_dem_5; the FPN baseline's top is x5's lateral (x5_dem_1), which it would otherwise never use
+        self.top_reduce = None if unit == "none" else ConvNormAct(deeper[-1], channels, 3, bias=True)
         self.decoder = nn.ModuleList(
             ConvNormAct(channels, channels, 3, bias=True) for _ in range(3)
         )  # output4..2
@@ -148,8 +161,9 @@ class MSNet(nn.Module):
         check_input_size(x, self.stride, self.arch_name)
         x1, *deeper = self.backbone(x)
         feats = [self.reduce1(x1)] + [r(f) for r, f in zip(self.reduce, deeper, strict=True)]
-        level1, level2, level3, level4 = self.pyramid(feats)  # Eq. 1-3
-        d = self.top_reduce(deeper[-1])
+        # Eq. 1-3; Table 9's baseline (no units): FPN, the lateral features are the levels
+        level1, level2, level3, level4 = feats[:4] if self.pyramid is None else self.pyramid(feats)
+        d = feats[4] if self.top_reduce is None else self.top_reduce(deeper[-1])
         for level, conv in zip((level4, level3, level2), self.decoder, strict=True):
             d = conv(upsample_like(d, level) + level)
         out = self.head(upsample_like(d, level1) + level1)
