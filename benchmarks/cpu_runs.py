@@ -56,7 +56,7 @@ RUNS: dict[str, dict] = {
         "recipe": "m2snet_polyp",
         "data": SHARED / "kvasir-seg",
         "split": "pranet_test",
-        "set": ["preset=cpu", "data.size=[128,128]", "data.multiscale=[96,128]", "data.max_train_cases=400",
+        "set": ["preset=[kvasir, cpu]", "data.size=[128,128]", "data.multiscale=[96,128]", "data.max_train_cases=400",
                 "trainer.max_epochs=4", "trainer.progress=false"],
         "note": "preset cpu (no pretrained weights, no LossNet), 128 px, multi-scale {96,128}, 400 training images, 4 epochs",
         "predict": True,

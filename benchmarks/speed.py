@@ -307,7 +307,7 @@ def bench_data_loading(batches: int) -> None:
     from medseg.engine.datamodule import SegDataModule, prepare_data_root
 
     setups = [
-        ("kvasir-seg, m2snet_polyp (352, multi-scale, flips, rotation)", "m2snet_polyp", SHARED / "kvasir-seg", []),
+        ("kvasir-seg, m2snet_polyp (352, multi-scale, flips, rotation)", "m2snet_polyp", SHARED / "kvasir-seg", ["preset=kvasir"]),
         ("acdc slices, mgrad_unet_acdc (224, TransUNet augmentation)", "mgrad_unet_acdc", SHARED / "acdc", []),
         ("built-in phantom-ct, quickstart (128)", "quickstart", None, []),
     ]

@@ -447,24 +447,39 @@ def test_polyp_recipes_validate_and_match_the_model(recipe: str, name: str, mode
     from medseg.engine.optim import param_groups
     from medseg.losses import Criterion
 
+    # default = the official train.py / dataset_medical.py (NOTES §2, §7 item 7)
     cfg = load_config(recipe)
     assert cfg.model.name == name and cfg.model.kwargs == {"pretrained": True}
     d = cfg.data
     assert d.size == (352, 352) and d.batch_size == 16 and d.multiscale == [224, 256, 288, 320, 352]
     assert d.augment.flip and d.augment.rotate_deg == 10 and d.normalize.kind == "imagenet"
-    assert (d.train_split, d.test_split) == ("pranet_train", "pranet_test")
+    # the official mean/std on 0-255 pixels, written for [0, 1] pixels
+    assert [m * 255 for m in d.normalize.mean] == pytest.approx([124.55, 118.90, 102.94], abs=1e-9)
+    assert [s * 255 for s in d.normalize.std] == pytest.approx([56.77, 55.97, 57.50], abs=1e-9)
+    # the PraNet layout: TrainDataset (Kvasir 900 + ClinicDB 550), every TestDataset/<set>
+    assert (d.format, d.train_split, d.val_split, d.test_split) == ("pranet", "train", None, "test")
     o = cfg.optim
     assert (o.name, o.lr, o.momentum, o.nesterov, o.weight_decay) == ("sgd", 0.05, 0.9, True, 5e-4)
-    assert (
-        cfg.schedule.name == "triangle" and cfg.trainer.max_epochs == 50 and cfg.trainer.precision == "auto"
-    )
+    assert cfg.schedule.name == "triangle" and cfg.trainer.max_epochs == 50
+    assert cfg.trainer.precision == "16-mixed"  # train.py: AMP fp16 + GradScaler
     assert [(t.loss, t.weight, t.kwargs) for t in cfg.loss.terms] == [
-        ("structure", 1.0, {}),
+        ("structure", 1.0, {"legacy_pranet_bug": True}),  # reduce='none': the unweighted BCE
         ("lossnet", 0.1, {"weights": "imagenet"}),
     ]
-    # the backbone group really matches the backbone (the official code's 'bkbone' group matched nothing)
-    groups = {g["name"]: g for g in param_groups(models[name], o)}
-    assert groups["backbone."]["lr"] == pytest.approx(0.005)
+    # every parameter at 0.05: the official 'bkbone' group matches nothing
+    assert o.param_groups == []
+    groups = param_groups(models[name], o)
+    assert [(g["name"], g["lr"]) for g in groups] == [("default", 0.05)]
+    assert sum(p.numel() for p in groups[0]["params"]) == count_parameters(models[name])
+
+    # paper_text: backbone 0.005 / rest 0.05 (Sec. 4.3), weighted BCE and LossNet weight 1 (Eq. 4)
+    text = load_config(recipe, ["preset=paper_text"])
+    assert [(t.loss, t.weight, t.kwargs) for t in text.loss.terms] == [
+        ("structure", 1.0, {}),
+        ("lossnet", 1.0, {"weights": "imagenet"}),
+    ]
+    groups = {g["name"]: g for g in param_groups(models[name], text.optim)}
+    assert groups["backbone."]["lr"] == pytest.approx(0.005) and groups["default"]["lr"] == 0.05
     assert sum(p.numel() for p in groups["backbone."]["params"]) == BACKBONE_PARAMS
     assert (
         sum(p.numel() for p in groups["default"]["params"])
@@ -472,13 +487,15 @@ def test_polyp_recipes_validate_and_match_the_model(recipe: str, name: str, mode
     )
 
     offline = load_config(recipe, ["preset=offline"])
-    assert offline.model.kwargs["pretrained"] is None and [t.loss for t in offline.loss.terms] == [
-        "structure"
-    ]
+    assert offline.model.kwargs["pretrained"] is None
+    assert [(t.loss, t.kwargs) for t in offline.loss.terms] == [("structure", {"legacy_pranet_bug": True})]
     Criterion.from_config(offline.loss)  # builds without any download
-    assert [t.weight for t in load_config(recipe, ["preset=paper_eq4"]).loss.terms] == [1.0, 1.0]
-    official = load_config(recipe, ["preset=official_code"])
-    assert official.optim.param_groups == [] and official.loss.terms[0].kwargs == {"legacy_pranet_bug": True}
-    assert load_config(recipe, ["preset=pranet"]).data.format == "pranet"
-    cpu = load_config(recipe, ["preset=cpu"])
-    assert cpu.data.size == (160, 160) and cpu.model.kwargs["pretrained"] is None
+    eq4 = load_config(recipe, ["preset=paper_eq4"]).loss.terms
+    assert [t.weight for t in eq4] == [1.0, 1.0] and eq4[0].kwargs == {"legacy_pranet_bug": True}
+    kvasir = load_config(recipe, ["preset=kvasir"]).data
+    assert (kvasir.format, kvasir.train_split, kvasir.test_split) == ("image_folder", "pranet_train", "pranet_test")
+    # cpu: from scratch, so no backbone lr reduction, even after paper_text
+    for presets in (["preset=cpu"], ["preset=[paper_text, cpu]"]):
+        cpu = load_config(recipe, presets)
+        assert cpu.data.size == (160, 160) and cpu.model.kwargs["pretrained"] is None
+        assert cpu.optim.param_groups == [] and cpu.trainer.max_epochs == 3

@@ -11,7 +11,8 @@ and the loss is ``mean over the batch of (wBCE + wIoU)``.
 The official PraNet and MSNet code calls ``binary_cross_entropy_with_logits(..., reduce='none')``:
 ``reduce`` is a legacy flag and any non-empty string is truthy, so PyTorch averages the BCE to one
 scalar and the weights cancel. ``legacy_pranet_bug=True`` reproduces that (plain mean BCE over
-the batch + weighted IoU) for comparison; the default is the loss the papers define.
+the batch + weighted IoU); the class default is the loss the papers define, the polyp recipes
+use the official form by default (NOTES §7 items 7-8; preset ``paper_text`` for the weighted BCE).
 """
 
 from __future__ import annotations
