@@ -96,6 +96,7 @@ def train(
     for key, value in (("devices", devices), ("num_nodes", num_nodes), ("strategy", strategy), ("accelerator", accelerator)):
         if value is not None:
             overrides.append(f"trainer.{key}={value}")
+    cfg = None
     try:
         from medseg.config import load_config
         from medseg.engine.safety import DivergenceError, TrainingInterrupted
@@ -111,9 +112,24 @@ def train(
     except (DivergenceError, TrainingInterrupted) as err:
         _fail(str(err), code=getattr(err, "exit_code", 1))
     except _user_error_types() as err:
-        _fail(str(err))
+        _fail(str(err) + _without_weights_hint(err, cfg))
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         _print_train_summary(run_dir)
+
+
+def _without_weights_hint(err: BaseException, cfg: object) -> str:
+    """For weights that could not be fetched: the recipe's preset that trains without them."""
+    from medseg.models._weights import WeightLoadError
+
+    if not isinstance(err, WeightLoadError) or "could not fetch" not in str(err) or cfg is None:
+        return ""
+    presets = getattr(cfg, "presets", {}) or {}
+    offline = [n for n, p in presets.items() if "pretrained" in p.get("model", {}).get("kwargs", {})
+               and not p["model"]["kwargs"]["pretrained"]]
+    if offline:
+        name = "offline" if "offline" in offline else offline[0]
+        return f"; or train without downloads (random backbone, not the paper's setting): --set preset={name}"
+    return "; or train from a random backbone: --set model.kwargs.pretrained=null"
 
 
 def _check_model_name(name: str) -> None:
