@@ -37,3 +37,25 @@ def test_offline_pretrained_recipe_fails_in_one_line_exit_2(endo_data, tmp_path,
     for needle in needles:
         assert needle in text, (needle, text)
     assert not (tmp_path / "r").exists()
+
+
+def test_recipe_pretrained_key_loads_a_local_imagenet_file(tmp_path):
+    """``model.kwargs.pretrained=/path`` (the key the offline error names) loads a local file, every tensor.
+
+    The file is a randomly initialised timm ``res2net50d`` saved in the official Res2Net-50-v1b layout
+    (plain names, 1000-class ``fc`` included), as an ImageNet checkpoint would be.
+    """
+    import timm
+    import torch
+
+    from medseg.config import load_config
+    from medseg.engine.task import SegTask
+
+    source = timm.create_model("res2net50d", pretrained=False).state_dict()
+    path = tmp_path / "res2net50_v1b_26w_4s.pth"
+    torch.save(source, path)
+    cfg = load_config("m2snet_polyp", ["preset=offline", f"model.kwargs.pretrained={path}"])
+    assert cfg.model.kwargs["pretrained"] == str(path)
+    got = SegTask(cfg).model.backbone.model.state_dict()
+    assert len(got) == len(source) - 2  # all but fc.weight, fc.bias
+    assert all(torch.equal(v, source[k]) for k, v in got.items())
