@@ -8,6 +8,7 @@ the extension (``medseg train --recipe m2snet_polyp``).
 from __future__ import annotations
 
 import copy
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+
+_log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -385,11 +389,42 @@ def load_config(recipe: str = "quickstart", overrides: list[str] | None = None) 
     chooses them), then every other override -- so an explicit ``--set`` always wins over a preset.
     """
     overrides = overrides or []
-    is_preset = [parse_override(o)[0] == ["preset"] for o in overrides]
+    keys = [parse_override(o)[0] for o in overrides]
+    is_preset = [k == ["preset"] for k in keys]
     data = apply_overrides(_resolve(recipe), [o for o, p in zip(overrides, is_preset) if p])
     data = _apply_presets(data)
+    recipe_size = (data.get("data") or {}).get("size")
     data = apply_overrides(data, [o for o, p in zip(overrides, is_preset) if not p])
+    if ["data", "size"] in keys and ["data", "multiscale"] not in keys:
+        data = _follow_size(data, recipe_size)
     return validate(data, where=f"recipe {recipe}")
+
+
+def _follow_size(data: dict[str, Any], recipe_size: Any) -> dict[str, Any]:
+    """An explicit ``data.size`` scales the recipe's ``data.multiscale`` list by the same factor, each size
+    rounded to a multiple of the model's stride (one size left: multi-scale off), and says so in one line."""
+    d = data.get("data") or {}
+    sizes, new = d.get("multiscale"), d.get("size")
+    try:
+        old_hw = [int(v) for v in recipe_size or (224, 224)]
+        new_hw = [int(v) for v in new]
+        factor = (new_hw[0] * new_hw[1] / (old_hw[0] * old_hw[1])) ** 0.5
+        sizes = [int(v) for v in sizes or []]
+    except (TypeError, ValueError):
+        return data  # validation reports the bad value
+    if not sizes or new_hw == old_hw:
+        return data
+    from medseg.catalog import read_catalog
+
+    model = (data.get("model") or {}).get("name")
+    stride = next((int(r["stride"]) for r in read_catalog() if r["name"] == model), 32)
+    scaled = sorted({max(stride, stride * round(v * factor / stride)) for v in sizes})
+    out = copy.deepcopy(data)
+    out["data"]["multiscale"] = scaled if len(scaled) > 1 else None
+    what = f"scaled to {scaled} (multiples of {model}'s stride {stride})" if len(scaled) > 1 else "turned off"
+    _log.warning("data.size=%sx%s: the recipe's multi-scale training %s for %sx%s is %s; set data.multiscale "
+                 "to choose", *new_hw, sizes, *old_hw, what)
+    return out
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
