@@ -208,6 +208,7 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a data.* or eval.* value of the run's config: key=value (repeatable).")] = None,
     fail_fast: Annotated[bool, typer.Option(help=FAIL_FAST_HELP)] = False,
     allow_nonfinite: Annotated[bool, typer.Option(help=NONFINITE_HELP)] = False,
 ) -> None:
@@ -217,7 +218,7 @@ def predict(
 
         written, failures = predict_paths(run_dir, input, output, overlay=overlay, probabilities=probabilities,
                                           checkpoint=checkpoint, device=device, fast=fast, compile=compile,
-                                          fail_fast=fail_fast, allow_nonfinite=allow_nonfinite)
+                                          fail_fast=fail_fast, allow_nonfinite=allow_nonfinite, overrides=set_)
     except _user_error_types() as err:
         _fail(str(err))
     console.print(f"wrote {len(written)} prediction(s) to {output}")

@@ -56,6 +56,25 @@ class NormalizeConfig(_Strict):
     std: tuple[float, ...] | None = None
 
 
+#: Kinds of input file a run may be given: image files (PNG/JPEG/TIFF, and arrays), NIfTI volumes, TransUNet h5/npz.
+InputKind = Literal["image", "nifti", "h5"]
+
+
+class InputsConfig(_Strict):
+    """What a run records about its inputs when training starts; ``predict`` and ``evaluate`` apply it.
+
+    ``normalize``: for raw inputs of another kind than the training files, the normalisation that maps
+    them to what the model saw, in place of ``data.normalize`` -- read from the data set (the built-in
+    phantom-ct's PNGs are HU windowed to [-160, 240] and divided by 255, so its NIfTI volumes, in HU, get
+    ``nifti: {kind: window, window: [-160, 240]}``). ``range``: the 0.5th and 99.5th percentiles of the
+    training inputs after normalisation; an input far outside it (or squeezed into a sliver of it) gets
+    one warning line.
+    """
+
+    normalize: dict[InputKind, NormalizeConfig] = Field(default_factory=dict)
+    range: tuple[float, float] | None = None
+
+
 class AugmentConfig(_Strict):
     """Training augmentation (MONAI). ``preset: transunet`` is TransUNet's RandomGenerator."""
 
@@ -88,6 +107,7 @@ class DataConfig(_Strict):
     size: tuple[PositiveInt, PositiveInt] = (224, 224)
     multiscale: list[PositiveInt] | None = None  # one size per batch from this list (training only)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    inputs: InputsConfig = Field(default_factory=InputsConfig)  # filled by `medseg train`
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     skip_empty_slices: bool = False
     max_train_cases: int | None = None  # subset for quick runs
@@ -357,6 +377,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[k]
         node[keys[-1]] = value
     return out
+
+
+#: ``data.*`` keys the trained model fixes: ``evaluate`` / ``predict --set`` cannot change them.
+FIXED_BY_MODEL = ("data.num_classes", "data.in_channels")
+
+
+def check_run_overrides(overrides: list[str], command: str = "evaluate") -> None:
+    """``evaluate`` / ``predict --set`` change only ``data.*`` and ``eval.*`` keys, not those the model fixes."""
+    for item in overrides:
+        keys, _ = parse_override(item)
+        key = ".".join(keys)
+        if len(keys) < 2 or keys[0] not in ("data", "eval"):
+            raise ConfigError(f"--set {item}: {command} changes only data.* and eval.* keys of the run's config")
+        if key in FIXED_BY_MODEL:
+            raise ConfigError(f"--set {item}: {key} is fixed by the trained model")
+
+
+def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, command: str = "evaluate") -> Config:
+    """A trained run's config with ``--set`` overrides applied and validated. An explicit ``data.normalize``
+    applies to every input kind: it replaces the per-kind mappings the run recorded (``data.inputs.normalize``)."""
+    check_run_overrides(overrides, command)
+    data = cfg.to_dict()
+    if any(parse_override(o)[0][:2] == ["data", "normalize"] for o in overrides):
+        data["data"]["inputs"]["normalize"] = {}
+    return validate(apply_overrides(data, overrides), where=f"{where} with --set")
 
 
 def _apply_presets(data: dict[str, Any]) -> dict[str, Any]:

@@ -43,31 +43,21 @@ from typing import Any
 
 import numpy as np
 
-from medseg.config import Config, ConfigError, apply_overrides, parse_override, validate
+from medseg.config import FIXED_BY_MODEL, Config, check_run_overrides, run_config_with_overrides  # noqa: F401
 from medseg.engine.predict import Predictor
 from medseg.utils import MedsegError, atomic_write_text, check_output_dir, printable
 
 _log = logging.getLogger(__name__)
 
-#: ``data.*`` keys the trained model fixes: ``evaluate --set`` cannot change them.
-FIXED_BY_MODEL = ("data.num_classes", "data.in_channels")
-
 
 def check_eval_overrides(overrides: list[str]) -> None:
     """``evaluate --set`` changes only ``data.*`` and ``eval.*`` keys, and not those the model fixes."""
-    for item in overrides:
-        keys, _ = parse_override(item)
-        key = ".".join(keys)
-        if len(keys) < 2 or keys[0] not in ("data", "eval"):
-            raise ConfigError(f"--set {item}: evaluate changes only data.* and eval.* keys of the run's config")
-        if key in FIXED_BY_MODEL:
-            raise ConfigError(f"--set {item}: {key} is fixed by the trained model")
+    check_run_overrides(overrides, "evaluate")
 
 
 def with_overrides(cfg: Config, overrides: list[str], where: str) -> Config:
     """The run's config with ``evaluate --set`` overrides applied and validated."""
-    check_eval_overrides(overrides)
-    return validate(apply_overrides(cfg.to_dict(), overrides), where=f"{where} with --set")
+    return run_config_with_overrides(cfg, overrides, where, "evaluate")
 
 
 def class_names_for(cfg: Any, reader: Any) -> list[str]:
