@@ -28,7 +28,6 @@ from pydantic import (
     model_validator,
 )
 
-
 _log = logging.getLogger(__name__)
 
 
