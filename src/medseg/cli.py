@@ -97,6 +97,7 @@ def train(
     for key, value in (("devices", devices), ("num_nodes", num_nodes), ("strategy", strategy), ("accelerator", accelerator)):
         if value is not None:
             overrides.append(f"trainer.{key}={value}")
+    cfg = None
     try:
         from medseg.config import load_config
         from medseg.engine.safety import DivergenceError, TrainingInterrupted
@@ -112,9 +113,24 @@ def train(
     except (DivergenceError, TrainingInterrupted) as err:
         _fail(str(err), code=getattr(err, "exit_code", 1))
     except _user_error_types() as err:
-        _fail(str(err))
+        _fail(str(err) + _without_weights_hint(err, cfg))
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         _print_train_summary(run_dir)
+
+
+def _without_weights_hint(err: BaseException, cfg: object) -> str:
+    """For weights that could not be fetched: the recipe's preset that trains without them."""
+    from medseg.models._weights import WeightLoadError
+
+    if not isinstance(err, WeightLoadError) or "could not fetch" not in str(err) or cfg is None:
+        return ""
+    presets = getattr(cfg, "presets", {}) or {}
+    offline = [n for n, p in presets.items() if "pretrained" in p.get("model", {}).get("kwargs", {})
+               and not p["model"]["kwargs"]["pretrained"]]
+    if offline:
+        name = "offline" if "offline" in offline else offline[0]
+        return f"; or train without downloads (random backbone, not the paper's setting): --set preset={name}"
+    return "; or train from a random backbone: --set model.kwargs.pretrained=null"
 
 
 def _check_model_name(name: str) -> None:
@@ -193,6 +209,7 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     fast: Annotated[bool | None, typer.Option(help="Fast inference path: Conv+BN folded, same results (default: eval.fast).")] = None,
     compile: Annotated[bool, typer.Option(help="Also torch.compile the model (falls back to eager).")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a data.* or eval.* value of the run's config: key=value (repeatable).")] = None,
     fail_fast: Annotated[bool, typer.Option(help=FAIL_FAST_HELP)] = False,
     allow_nonfinite: Annotated[bool, typer.Option(help=NONFINITE_HELP)] = False,
 ) -> None:
@@ -202,7 +219,7 @@ def predict(
 
         written, failures = predict_paths(run_dir, input, output, overlay=overlay, probabilities=probabilities,
                                           checkpoint=checkpoint, device=device, fast=fast, compile=compile,
-                                          fail_fast=fail_fast, allow_nonfinite=allow_nonfinite)
+                                          fail_fast=fail_fast, allow_nonfinite=allow_nonfinite, overrides=set_)
     except _user_error_types() as err:
         _fail(str(err))
     console.print(f"wrote {len(written)} prediction(s) to {output}")

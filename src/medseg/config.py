@@ -8,6 +8,7 @@ the extension (``medseg train --recipe m2snet_polyp``).
 from __future__ import annotations
 
 import copy
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+_log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -50,6 +53,25 @@ class NormalizeConfig(_Strict):
     window: tuple[float, float] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+
+
+#: Kinds of input file a run may be given: image files (PNG/JPEG/TIFF, and arrays), NIfTI volumes, TransUNet h5/npz.
+InputKind = Literal["image", "nifti", "h5"]
+
+
+class InputsConfig(_Strict):
+    """What a run records about its inputs when training starts; ``predict`` and ``evaluate`` apply it.
+
+    ``normalize``: for raw inputs of another kind than the training files, the normalisation that maps
+    them to what the model saw, in place of ``data.normalize`` -- read from the data set (the built-in
+    phantom-ct's PNGs are HU windowed to [-160, 240] and divided by 255, so its NIfTI volumes, in HU, get
+    ``nifti: {kind: window, window: [-160, 240]}``). ``range``: the 0.5th and 99.5th percentiles of the
+    training inputs after normalisation; an input far outside it (or squeezed into a sliver of it) gets
+    one warning line.
+    """
+
+    normalize: dict[InputKind, NormalizeConfig] = Field(default_factory=dict)
+    range: tuple[float, float] | None = None
 
 
 class AugmentConfig(_Strict):
@@ -84,6 +106,7 @@ class DataConfig(_Strict):
     size: tuple[PositiveInt, PositiveInt] = (224, 224)
     multiscale: list[PositiveInt] | None = None  # one size per batch from this list (training only)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    inputs: InputsConfig = Field(default_factory=InputsConfig)  # filled by `medseg train`
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     skip_empty_slices: bool = False
     max_train_cases: int | None = None  # subset for quick runs
@@ -404,6 +427,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+#: ``data.*`` keys the trained model fixes: ``evaluate`` / ``predict --set`` cannot change them.
+FIXED_BY_MODEL = ("data.num_classes", "data.in_channels")
+
+
+def check_run_overrides(overrides: list[str], command: str = "evaluate") -> None:
+    """``evaluate`` / ``predict --set`` change only ``data.*`` and ``eval.*`` keys, not those the model fixes."""
+    for item in overrides:
+        keys, _ = parse_override(item)
+        key = ".".join(keys)
+        if len(keys) < 2 or keys[0] not in ("data", "eval"):
+            raise ConfigError(f"--set {item}: {command} changes only data.* and eval.* keys of the run's config")
+        if key in FIXED_BY_MODEL:
+            raise ConfigError(f"--set {item}: {key} is fixed by the trained model")
+
+
+def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, command: str = "evaluate") -> Config:
+    """A trained run's config with ``--set`` overrides applied and validated. An explicit ``data.normalize``
+    applies to every input kind: it replaces the per-kind mappings the run recorded (``data.inputs.normalize``)."""
+    check_run_overrides(overrides, command)
+    data = cfg.to_dict()
+    if any(parse_override(o)[0][:2] == ["data", "normalize"] for o in overrides):
+        data["data"]["inputs"]["normalize"] = {}
+    return validate(apply_overrides(data, overrides), where=f"{where} with --set")
+
+
 def _apply_presets(data: dict[str, Any]) -> dict[str, Any]:
     """``preset: NAME`` (or a list of names, applied in order) merges ``presets.NAME`` on top."""
     chosen = data.pop("preset", None)
@@ -434,11 +482,42 @@ def load_config(recipe: str = "quickstart", overrides: list[str] | None = None) 
     chooses them), then every other override -- so an explicit ``--set`` always wins over a preset.
     """
     overrides = overrides or []
-    is_preset = [parse_override(o)[0] == ["preset"] for o in overrides]
+    keys = [parse_override(o)[0] for o in overrides]
+    is_preset = [k == ["preset"] for k in keys]
     data = apply_overrides(_resolve(recipe), [o for o, p in zip(overrides, is_preset) if p])
     data = _apply_presets(data)
+    recipe_size = (data.get("data") or {}).get("size")
     data = apply_overrides(data, [o for o, p in zip(overrides, is_preset) if not p])
+    if ["data", "size"] in keys and ["data", "multiscale"] not in keys:
+        data = _follow_size(data, recipe_size)
     return validate(data, where=f"recipe {recipe}")
+
+
+def _follow_size(data: dict[str, Any], recipe_size: Any) -> dict[str, Any]:
+    """An explicit ``data.size`` scales the recipe's ``data.multiscale`` list by the same factor, each size
+    rounded to a multiple of the model's stride (one size left: multi-scale off), and says so in one line."""
+    d = data.get("data") or {}
+    sizes, new = d.get("multiscale"), d.get("size")
+    try:
+        old_hw = [int(v) for v in recipe_size or (224, 224)]
+        new_hw = [int(v) for v in new]
+        factor = (new_hw[0] * new_hw[1] / (old_hw[0] * old_hw[1])) ** 0.5
+        sizes = [int(v) for v in sizes or []]
+    except (TypeError, ValueError):
+        return data  # validation reports the bad value
+    if not sizes or new_hw == old_hw:
+        return data
+    from medseg.catalog import read_catalog
+
+    model = (data.get("model") or {}).get("name")
+    stride = next((int(r["stride"]) for r in read_catalog() if r["name"] == model), 32)
+    scaled = sorted({max(stride, stride * round(v * factor / stride)) for v in sizes})
+    out = copy.deepcopy(data)
+    out["data"]["multiscale"] = scaled if len(scaled) > 1 else None
+    what = f"scaled to {scaled} (multiples of {model}'s stride {stride})" if len(scaled) > 1 else "turned off"
+    _log.warning("data.size=%sx%s: the recipe's multi-scale training %s for %sx%s is %s; set data.multiscale "
+                 "to choose", *new_hw, sizes, *old_hw, what)
+    return out
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -100,11 +100,15 @@ def test_predict_a_nifti_volume_and_raw_intensities_for_window_runs(run_dir, ct_
 
     path = sorted((ct_data / "volumes" / "imagesTr").glob("*.nii.gz"))[0]
     predictor = medseg.load_run(run_dir)
-    with caplog.at_level(logging.WARNING, logger="medseg.engine.predict"):  # raw HU into a [0, 1] run:
-        medseg.predict(predictor, path)  # a warning, as `medseg predict` and `evaluate` give on such files
-    assert sum("expects [0, 1]" in r.getMessage() for r in caplog.records) == 1  # once, not once a slice
-    predictor.cfg.data.normalize = NormalizeConfig(kind="window", window=(-160, 240))  # as the README's evaluate
-    predictor._transform = None
+    assert predictor.normalize_for("nifti").window == (-160, 240)  # recorded at training: the PNGs' window
+    raw = medseg.load_run(run_dir)
+    raw.cfg.data.inputs.normalize = {}  # a run without that record: raw HU into a [0, 1] run
+    with caplog.at_level(logging.WARNING, logger="medseg.engine.predict"):
+        medseg.predict(raw, path)  # a warning, as `medseg predict` and `evaluate` give on such files
+        medseg.predict(predictor, path)  # none: the recorded window maps the HU
+    assert sum("far from the training" in r.getMessage() for r in caplog.records) == 1  # once, not once a slice
+    predictor.cfg.data.normalize = NormalizeConfig(kind="window", window=(-160, 240))  # arrays too, as the volume
+    predictor._transforms = {}
     labels = medseg.predict(predictor, path)
     hu = np.asarray(nib.load(path).dataobj)  # the file's own axis order
     assert labels.ndim == 3 and labels.max() > 0

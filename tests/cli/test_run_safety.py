@@ -309,8 +309,8 @@ def test_moved_run_resumes_with_its_best_checkpoint_and_score(finished, tmp_path
     assert res.exit_code == 0, res.output
     s = json.loads((moved / "summary.json").read_text())
     assert s["best_val"] is not None and s["best_val"] >= best_before
-    best = torch.load(moved / "checkpoints" / "best.ckpt", weights_only=True)
-    cb = next(v for k, v in best["callbacks"].items() if "val/dice" in k)
+    last = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)  # best.ckpt holds weights only
+    cb = next(v for k, v in last["callbacks"].items() if "val/dice" in k)
     if (moved / "checkpoints" / "best.ckpt").read_bytes() != best_bytes:  # replaced only by a better epoch
         assert float(cb["best_model_score"]) > best_before
     assert s["epochs"] == 3 and s["resumed"] == 1 and s["resume_overrides"] == ["trainer.max_epochs=3"]

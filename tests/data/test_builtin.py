@@ -286,6 +286,7 @@ def test_cache_hit_returns_without_regenerating(tmp_path: Path, monkeypatch: pyt
         "volumes": 1,
         "version": 0,
         "volume_shape": [32, 32, 32],
+        "inputs": {"nifti": {"kind": "window", "window": [-160.0, 240.0]}},
     }
 
     def boom(*_a, **_k):

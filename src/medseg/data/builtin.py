@@ -57,7 +57,9 @@ Two datasets are available (see :data:`BUILTIN_DATASETS`):
         splits/{train,val,test}.txt
 
 Generation is written into ``DIR.tmp-<pid>`` and renamed to ``DIR`` when complete (it also carries
-a ``.complete`` marker and ``builtin.json`` with the parameters); :func:`generate` returns early
+a ``.complete`` marker and ``builtin.json`` with the parameters and, for phantom-ct, ``inputs``: the
+normalisation that maps its HU volumes to its PNGs, which a run trained on the PNGs records and applies
+to NIfTI inputs); :func:`generate` returns early
 when ``DIR`` is complete and its parameters match, and regenerates otherwise.
 """
 
@@ -1001,6 +1003,9 @@ def generate(
     if volumes:
         vs = min(size, VOLUME_MAX_SIZE)
         params["volume_shape"] = [VOLUME_DEPTH, vs, vs]
+    if name == "phantom-ct":  # how raw inputs map to the PNGs (a run records it: medseg.data.inputs)
+        level, width = CT_WINDOW
+        params["inputs"] = {"nifti": {"kind": "window", "window": [level - width / 2, level + width / 2]}}
 
     root = Path(out).expanduser().absolute()
     if _read_params(root) == params:

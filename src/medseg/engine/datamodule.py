@@ -19,18 +19,21 @@ _log = logging.getLogger(__name__)
 
 
 def prepare_data_root(cfg: DataConfig, default_root: Path | None = None) -> DataConfig:
-    """Fill ``root`` for built-in data (generated once, cached by its parameters) and check it exists."""
+    """Fill ``root`` for built-in data (generated once, cached by its parameters), check it exists, and
+    record what predict/evaluate need about the inputs (``data.inputs``: :func:`medseg.data.inputs.record_inputs`)."""
+    from medseg.data.inputs import record_inputs
+
     if cfg.builtin:
         from medseg.data.builtin import generate
 
         root = Path(cfg.root) if cfg.root else (default_root or Path("data")) / f"{cfg.builtin}-seed{cfg.builtin_seed}"
         generate(cfg.builtin, root, seed=cfg.builtin_seed, count=cfg.builtin_count)
-        return cfg.model_copy(update={"root": str(root)})
+        return record_inputs(cfg.model_copy(update={"root": str(root)}))
     if not cfg.root:
         raise DataError("data.root is not set: pass --data DIR (or set data.builtin)")
     if not Path(cfg.root).exists():
         raise DataError(f"data folder not found: {cfg.root}")
-    return cfg
+    return record_inputs(cfg)
 
 
 def available_memory() -> int:

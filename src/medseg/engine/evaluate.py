@@ -54,13 +54,16 @@ from typing import Any
 
 import numpy as np
 
-from medseg.config import (
+from medseg.config import (  # noqa: F401
+    FIXED_BY_MODEL,
     Config,
     ConfigError,
     apply_overrides,
+    check_run_overrides,
     parse_override,
     resolve_mode,
     resolve_protocol,
+    run_config_with_overrides,
     validate,
 )
 from medseg.engine.predict import Predictor, find_checkpoint
@@ -68,25 +71,15 @@ from medseg.utils import MedsegError, atomic_write_text, check_output_dir, print
 
 _log = logging.getLogger(__name__)
 
-#: ``data.*`` keys the trained model fixes: ``evaluate --set`` cannot change them.
-FIXED_BY_MODEL = ("data.num_classes", "data.in_channels")
-
 
 def check_eval_overrides(overrides: list[str]) -> None:
     """``evaluate --set`` changes only ``data.*`` and ``eval.*`` keys, and not those the model fixes."""
-    for item in overrides:
-        keys, _ = parse_override(item)
-        key = ".".join(keys)
-        if len(keys) < 2 or keys[0] not in ("data", "eval"):
-            raise ConfigError(f"--set {item}: evaluate changes only data.* and eval.* keys of the run's config")
-        if key in FIXED_BY_MODEL:
-            raise ConfigError(f"--set {item}: {key} is fixed by the trained model")
+    check_run_overrides(overrides, "evaluate")
 
 
 def with_overrides(cfg: Config, overrides: list[str], where: str) -> Config:
     """The run's config with ``evaluate --set`` overrides applied and validated."""
-    check_eval_overrides(overrides)
-    return validate(apply_overrides(cfg.to_dict(), overrides), where=f"{where} with --set")
+    return run_config_with_overrides(cfg, overrides, where, "evaluate")
 
 
 def class_names_for(cfg: Any, reader: Any) -> list[str]:

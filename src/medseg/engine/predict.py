@@ -128,8 +128,9 @@ class Predictor:
         self.channels_last = channels_last
         self.compile = compile
         self._optimized = not self.fast or bool(getattr(model, "medseg_fast", False))
-        self._transform = None
+        self._transforms: dict[str, Any] = {}
         self._warned_range = False
+        self._warned_inputs = False
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Predictor:
@@ -148,7 +149,12 @@ class Predictor:
         return cls(model, cfg, device=device, **kwargs)
 
     # -- pre-processing ---------------------------------------------------------------------------
-    def as_image(self, image: Any, *, strict: bool = False) -> np.ndarray:
+    def normalize_for(self, kind: str = "image") -> Any:
+        """The normalisation for inputs of ``kind`` (``image``, ``nifti``, ``h5``): the run's recorded
+        mapping for that kind (``data.inputs.normalize``), else ``data.normalize``."""
+        return self.cfg.data.inputs.normalize.get(kind, self.cfg.data.normalize)
+
+    def as_image(self, image: Any, *, strict: bool = False, kind: str = "image") -> np.ndarray:
         """One 2D image in any usual form -> float32 ``[in_channels, H, W]`` in reader units.
 
         Accepts a numpy array or torch tensor ``[H, W]``, ``[H, W, C]``, ``[C, H, W]`` (or ``[1, C, H, W]``)
@@ -179,17 +185,17 @@ class Predictor:
             raise MedsegError(f"image of shape {tuple(a.shape)}: expected one 2D image [H, W], [H, W, C] or [C, H, W]")
         if a.dtype.kind not in "buif":
             raise MedsegError(f"image of dtype {a.dtype}: expected numbers (uint8, uint16, int16 or float)")
-        kind = self.cfg.data.normalize.kind
-        unit = kind in ("unit", "imagenet")  # the run expects [0, 1], as PNG/JPEG readers give
+        norm = self.normalize_for(kind).kind
+        unit = norm in ("unit", "imagenet")  # the run expects [0, 1], as PNG/JPEG readers give
         if unit and a.dtype == np.uint8:
             a = a.astype(np.float32) / np.float32(255.0)
         elif unit and a.dtype.kind in "ui":
             a = a.astype(np.float32) / np.float32(65535.0)
         else:
             a = a.astype(np.float32, copy=False)
-        if unit and a.size and float(a.max()) > 1.0 + 1e-3:
+        if unit and kind == "image" and a.size and float(a.max()) > 1.0 + 1e-3:
             msg = (f"float image has values up to {float(a.max()):g} but this run expects [0, 1] "
-                   f"(data.normalize.kind = {kind}): pass uint8 or divide by 255")
+                   f"(data.normalize.kind = {norm}): pass uint8 or divide by 255")
             if strict:
                 raise MedsegError(msg)
             if not self._warned_range:
@@ -202,15 +208,28 @@ class Predictor:
         except MedsegError as err:
             raise MedsegError(f"{err} (shape {tuple(a.shape)}, channel axis first)") from None
 
-    def preprocess(self, image: np.ndarray) -> Tensor:
-        """One 2D image [C, H, W] in reader units -> normalised tensor [C, h, w] at the training size."""
-        if self._transform is None:
+    def preprocess(self, image: np.ndarray, kind: str = "image") -> Tensor:
+        """One 2D image [C, H, W] in reader units -> normalised tensor [C, h, w] at the training size;
+        ``kind`` (``image``, ``nifti``, ``h5``) chooses the normalisation (:meth:`normalize_for`)."""
+        if kind not in self._transforms:
             from medseg.data.transforms import build_transforms
 
-            self._transform = build_transforms(self.cfg.data, train=False)
+            data = self.cfg.data.model_copy(update={"normalize": self.normalize_for(kind)})
+            self._transforms[kind] = build_transforms(data, train=False)
         sample = {"image": np.asarray(image, dtype=np.float32), "label": np.zeros(image.shape[-2:], dtype=np.int64)}
-        out = self._transform(sample)
+        out = self._transforms[kind](sample)
         return torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)
+
+    def check_range(self, image: np.ndarray, kind: str = "image", source: str = "input") -> None:
+        """Warn once per Predictor (one line) when ``image`` lies far outside the training inputs' range."""
+        if self._warned_inputs:
+            return
+        from medseg.data.inputs import normalized_values, range_warning
+
+        msg = range_warning(normalized_values(image, self.normalize_for(kind)), self.cfg.data.inputs.range, source)
+        if msg:
+            self._warned_inputs = True
+            _log.warning("%s", printable(msg))
 
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -258,18 +277,22 @@ class Predictor:
     def to_labels(probs: Tensor) -> Tensor:
         return (probs[:, 0] > 0.5).long() if probs.shape[1] == 1 else probs.argmax(1)
 
-    def _batches(self, images: list[np.ndarray]) -> Iterator[tuple[int, Tensor]]:
+    def _batches(self, images: list[np.ndarray], kind: str = "image") -> Iterator[tuple[int, Tensor]]:
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            yield start, torch.stack([self.preprocess(im) for im in chunk])
+            yield start, torch.stack([self.preprocess(im, kind) for im in chunk])
 
-    def predict_images(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def predict_images(self, images: list[np.ndarray], kind: str = "image",
+                       source: str = "input") -> list[tuple[np.ndarray, np.ndarray]]:
         """2D images -> (labels [H, W] int64, probabilities [K', H, W] float32) at each own size.
 
-        Each image is [C, H, W] in reader units or any form :meth:`as_image` accepts."""
-        images = [self.as_image(im) for im in images]
+        Each image is [C, H, W] in reader units or any form :meth:`as_image` accepts; ``kind`` (``image``,
+        ``nifti``, ``h5``) chooses the normalisation; ``source`` names them in the range warning."""
+        images = [self.as_image(im, kind=kind) for im in images]
+        if images:
+            self.check_range(np.concatenate([im.reshape(im.shape[0], -1) for im in images], axis=1), kind, source)
         results: list[tuple[np.ndarray, np.ndarray]] = []
-        for start, batch in self._batches(images):
+        for start, batch in self._batches(images, kind):
             probs = self.probabilities(batch)
             for j in range(probs.shape[0]):
                 size = tuple(images[start + j].shape[-2:])
@@ -281,16 +304,24 @@ class Predictor:
                 results.append((labels, p[0].cpu().numpy()))
         return results
 
-    def predict_volume(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Volume [C, D, H, W] -> labels [D, H, W] and probabilities [K', D, H, W], slice by slice in batches."""
+    def predict_volume(self, volume: np.ndarray, kind: str = "nifti",
+                       source: str = "volume") -> tuple[np.ndarray, np.ndarray]:
+        """Volume [C, D, H, W] -> labels [D, H, W] and probabilities [K', D, H, W], slice by slice in batches.
+
+        ``kind``: ``nifti`` (raw units, e.g. HU) or ``h5`` (TransUNet's files), see :meth:`normalize_for`."""
         slices = [volume[:, z] for z in range(volume.shape[1])]
-        res = self.predict_images(slices)
+        res = self.predict_images(slices, kind=kind, source=source)
         return np.stack([r[0] for r in res]), np.stack([r[1] for r in res], axis=1)
 
     def predict_case(self, case: Any) -> tuple[np.ndarray, np.ndarray]:
+        """A reader's :class:`~medseg.data.base.Case`, normalised for the kind of its file."""
+        from medseg.data.inputs import input_kind
+
+        path = case.meta.get("image_path")
+        kind, source = input_kind(path), str(path or case.id)
         if case.image.ndim == 4:
-            return self.predict_volume(case.image)
-        return self.predict_images([case.image])[0]
+            return self.predict_volume(case.image, kind=kind, source=source)
+        return self.predict_images([case.image], kind=kind, source=source)[0]
 
 
 def _to_array(image: Any) -> np.ndarray:
@@ -387,15 +418,24 @@ def predict_paths(
     compile: bool = False,
     fail_fast: bool = False,
     allow_nonfinite: bool = False,
+    overrides: list[str] | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Predict every image / volume under ``inputs``; write one mask per input with the same stem.
 
     ``run_dir`` is a run folder or an exported ``.onnx`` file; ``fast`` / ``compile`` as in :class:`Predictor`.
     A bad input (unreadable, empty, NaN/Inf values unless ``allow_nonfinite``) does not stop the others:
     returns the written masks and one line per failed input (``"<file>: <problem>"``); with
-    ``fail_fast`` the first failure raises :class:`~medseg.utils.DataError` instead.
+    ``fail_fast`` the first failure raises :class:`~medseg.utils.DataError` instead. ``overrides``
+    (``predict --set key=value``) change ``data.*`` / ``eval.*`` keys of the run's config, as in ``evaluate``.
     """
+    from medseg.config import check_run_overrides, run_config_with_overrides
+
+    check_run_overrides(overrides or [], "predict")
     predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile)
+    if overrides:
+        onnx = Path(run_dir).suffix.lower() == ".onnx"  # onnxruntime optimises its graph itself: no fast path
+        cfg = run_config_with_overrides(predictor.cfg, overrides, str(run_dir), "predict")
+        predictor = Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile)
     paths = list_inputs(Path(inputs))
     out_dir = check_output_dir(output)
     written: list[Path] = []
@@ -423,7 +463,7 @@ def _predict_file(predictor: Predictor, path: Path, out_dir: Path, *, overlay: b
         from medseg.data.image_folder import read_image
 
         image = check_image(read_image(path, channels), path, allow_nonfinite=allow_nonfinite)
-        labels, probs = predictor.predict_images([image])[0]
+        labels, probs = predictor.predict_images([image], source=str(path))[0]
         mask = save_png(mask_to_png_array(labels, k), out_dir / f"{stem}.png")
         if overlay:
             save_png(overlay_panel(image, None, labels, k), out_dir / "overlays" / f"{stem}.png")
@@ -437,7 +477,7 @@ def _predict_file(predictor: Predictor, path: Path, out_dir: Path, *, overlay: b
 
         case = load_nifti_case(path, in_channels=channels)
         case.image = check_image(case.image, path, allow_nonfinite=allow_nonfinite)
-        labels, probs = predictor.predict_volume(case.image)
+        labels, probs = predictor.predict_volume(case.image, kind="nifti", source=str(path))
         mask = write_like(labels.astype(np.uint8), case, out_dir / f"{stem}.nii.gz")
     else:
         from medseg.data.nnunet_raw import write_array_nifti

@@ -232,6 +232,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
                 filename="best",
                 monitor=f"val/{t.val_metric}",
                 mode=VAL_METRIC_MODES[t.val_metric],
+                save_weights_only=True,  # predict/evaluate/export need only the weights; --resume uses last.ckpt
                 save_top_k=1,
                 enable_version_counter=False,
                 auto_insert_metric_name=False,
@@ -523,6 +524,8 @@ def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: S
         "best_val": None if best is None or best.best_model_score is None else float(best.best_model_score),
         "best_checkpoint": None if best is None or not best.best_model_path else "checkpoints/best.ckpt",
         "history": history.rows if history else [],
+        "checkpoint_bytes": {name: (run_dir / "checkpoints" / f"{name}.ckpt").stat().st_size
+                             for name in ("best", "last") if (run_dir / "checkpoints" / f"{name}.ckpt").is_file()},
         "status": status,
         "note": note,
         "data_cache": getattr(trainer.datamodule, "cache_note", None),

@@ -116,7 +116,7 @@ class LossNet(nn.Module):
 
     @staticmethod
     def _load(features: nn.Sequential, weights: str | Path, end: int) -> None:
-        from medseg.models._weights import load_matching, load_state_dict_file
+        from medseg.models._weights import WeightLoadError, load_matching, load_state_dict_file
 
         if str(weights) == "imagenet":
             from torchvision.models import VGG16_Weights
@@ -124,9 +124,10 @@ class LossNet(nn.Module):
             try:
                 sd = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
             except Exception as err:  # noqa: BLE001 - offline, proxy, ...
-                raise RuntimeError(
-                    f"LossNet: could not download torchvision's VGG-16 ImageNet weights ({type(err).__name__}: {err}). "
-                    "Download vgg16-397923af.pth elsewhere and set `weights: /path/to/vgg16-397923af.pth`."
+                raise WeightLoadError(
+                    f"LossNet: could not fetch torchvision's VGG-16 ImageNet weights vgg16-397923af.pth "
+                    f"(cached under $TORCH_HOME/hub/checkpoints; {type(err).__name__}); download it elsewhere and set "
+                    "the lossnet term's kwargs.weights=/path/to/vgg16-397923af.pth"
                 ) from None
             source = "torchvision VGG16_Weights.IMAGENET1K_V1"
         else:

@@ -153,7 +153,20 @@ class TimmEncoder(nn.Module):
             full = timm.create_model(self.name, pretrained=True, in_chans=self.in_channels)
         except Exception as err:  # noqa: BLE001 - offline hub, no cache, ...
             raise WeightLoadError(
-                f"{self.name}: could not fetch timm's pretrained weights ({type(err).__name__}: {err}). "
-                "Without internet access, download them elsewhere and pass the file path as `pretrained`."
+                f"{self.name}: could not fetch timm's ImageNet weights {timm_weight_file(self.name)} "
+                f"({type(err).__name__}); without internet access, download them elsewhere and set "
+                "model.kwargs.pretrained=/path/to/the/file"
             ) from None
         return full.state_dict()
+
+
+def timm_weight_file(name: str) -> str:
+    """Where timm fetches ``name``'s default pretrained weights from, in words (no network access)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return f"of {name}"
+    if cfg.hf_hub_id:
+        return f"{cfg.hf_hub_id} (model.safetensors from the Hugging Face hub, cached under $HF_HOME)"
+    return str(cfg.url or cfg.file or name)

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from medseg.utils import MedsegError
+
 _log = logging.getLogger(__name__)
 
 StateDict = dict[str, Tensor]
@@ -25,8 +27,11 @@ StateDict = dict[str, Tensor]
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params", "params_ema")
 
 
-class WeightLoadError(RuntimeError):
-    """A weight file could not be read, or its tensors do not cover what the model expects."""
+class WeightLoadError(MedsegError, RuntimeError):
+    """A weight file could not be read or fetched, or its tensors do not cover what the model expects.
+
+    A user error: the CLI prints it as one line and exits with code 2.
+    """
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:
