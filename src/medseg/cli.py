@@ -200,6 +200,31 @@ def evaluate(
     _exit_if_failed(summary["failed"], summary["cases"] + len(summary["failed"]))
 
 
+# ---------------------------------------------------------------------------------------- compare
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Evaluated run folders or evaluation folders; the first is the baseline. Join seeds of one recipe with commas: A1,A2,A3.")],
+    metric: Annotated[str, typer.Option(help="A column of cases.csv: dice, iou, hd95, asd, precision, ...")] = "dice",
+    split: Annotated[str, typer.Option(help="Which evaluation of a run folder: RUN/eval/<split>-*.")] = "test",
+    out: Annotated[Path, typer.Option(help="Folder for compare.md, compare.json and compare.png.")] = Path("compare"),
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Paired per-case comparison with the first run: mean difference, bootstrap 95 % CI, Wilcoxon p, wins/ties/losses."""
+    groups = [[Path(p) for p in r.split(",") if p] for r in runs]
+    try:
+        from medseg.experiments.compare import compare as compare_runs
+        from medseg.experiments.compare import to_markdown, write
+
+        result = compare_runs(groups, metric=metric, split=split, seed=seed)
+        files = write(result, out)
+    except _user_error_types() as err:
+        _fail(str(err))
+    from rich.markdown import Markdown
+
+    console.print(Markdown(to_markdown(result)))
+    console.print(f"files in {out}: {', '.join(p.name for p in files.values())}")
+
+
 # ---------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
