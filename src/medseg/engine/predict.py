@@ -3,6 +3,8 @@
 Pre-processing equals validation's (normalisation + resize to the training size); predictions are
 resized back to each image's own size as probabilities (bilinear) before thresholding (binary,
 sigmoid > 0.5) or argmax (multi-class), as MSNet's prediction script does.
+With ``eval.inferer: sliding_window`` images keep their own size and MONAI's ``SlidingWindowInferer``
+runs windows of the training size over them (:meth:`Predictor.sliding_window_logits`).
 """
 
 from __future__ import annotations
@@ -203,20 +205,28 @@ class Predictor:
             raise MedsegError(f"{err} (shape {tuple(a.shape)}, channel axis first)") from None
 
     def preprocess(self, image: np.ndarray) -> Tensor:
-        """One 2D image [C, H, W] in reader units -> normalised tensor [C, h, w] at the training size."""
-        if self._transform is None:
+        """One 2D image [C, H, W] in reader units -> normalised tensor [C, h, w] at the training size
+        (at its own size with ``eval.inferer: sliding_window``)."""
+        size = tuple(image.shape[-2:]) if self.cfg.eval.inferer == "sliding_window" else None
+        if self._transform is None or self._transform[0] != size:
             from medseg.data.transforms import build_transforms
 
-            self._transform = build_transforms(self.cfg.data, train=False)
+            dcfg = self.cfg.data if size is None else self.cfg.data.model_copy(update={"size": size})
+            self._transform = (size, build_transforms(dcfg, train=False))
         sample = {"image": np.asarray(image, dtype=np.float32), "label": np.zeros(image.shape[-2:], dtype=np.int64)}
-        out = self._transform(sample)
+        out = self._transform[1](sample)
         return torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)
 
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def logits(self, x: Tensor) -> Tensor:
-        """Raw logits for a normalised batch; MGRAD-UNet may run feedback passes at test time."""
+    def logits(self, x: Tensor, *, whole: bool = False) -> Tensor:
+        """Raw logits for a normalised batch; MGRAD-UNet may run feedback passes at test time.
+
+        With ``eval.inferer: sliding_window`` (unless ``whole``) the logits of the windows are combined
+        by :meth:`sliding_window_logits`, before any sigmoid/softmax."""
         x = x.to(self.device)
+        if self.cfg.eval.inferer == "sliding_window" and not whole:
+            return self.sliding_window_logits(x)
         if not self._optimized:
             self._optimize(x[:1])
         if self.feedback_iters > 1:
@@ -226,6 +236,15 @@ class Predictor:
                 feedback = out.extras.get("feedback")
             return out.logits.float()
         return self.model(x).logits.float()
+
+    def sliding_window_logits(self, x: Tensor) -> Tensor:
+        """Logits of a batch at any size from MONAI's ``SlidingWindowInferer``: windows of ``data.size``,
+        ``eval.sw_overlap``, Gaussian weighting, ``eval.batch_size`` windows per forward pass."""
+        from monai.inferers import SlidingWindowInferer
+
+        inferer = SlidingWindowInferer(roi_size=tuple(self.cfg.data.size), sw_batch_size=self.batch_size,
+                                       overlap=self.cfg.eval.sw_overlap, mode="gaussian")
+        return inferer(x, partial(self.logits, whole=True)).float()
 
     def _optimize(self, example: Tensor) -> None:
         from medseg.engine.fast import optimize_for_inference
@@ -259,9 +278,13 @@ class Predictor:
         return (probs[:, 0] > 0.5).long() if probs.shape[1] == 1 else probs.argmax(1)
 
     def _batches(self, images: list[np.ndarray]) -> Iterator[tuple[int, Tensor]]:
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            yield start, torch.stack([self.preprocess(im) for im in chunk])
+        start = 0
+        while start < len(images):
+            end = min(start + self.batch_size, len(images))
+            if self.cfg.eval.inferer == "sliding_window":  # images keep their sizes: a batch holds one size
+                end = next((i for i in range(start + 1, end) if images[i].shape != images[start].shape), end)
+            yield start, torch.stack([self.preprocess(im) for im in images[start:end]])
+            start = end
 
     def predict_images(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """2D images -> (labels [H, W] int64, probabilities [K', H, W] float32) at each own size.
