@@ -107,3 +107,26 @@ def test_folder_evaluation_infers_binary_classes_and_lists_missing_predictions(t
 def test_folder_evaluation_argument_errors(args):
     res = runner.invoke(app, ["evaluate", *args])
     assert res.exit_code == 2 and "error" in res.output
+
+
+def test_nifti_folders_are_scored_volume_wise_by_case_name(tmp_path):
+    """nnU-Net naming: prediction case_0000.nii.gz matches reference case.nii.gz; volumes -> volume protocol."""
+    import nibabel as nib
+
+    truth, pred = tmp_path / "labelsTr", tmp_path / "pred"
+    truth.mkdir()
+    pred.mkdir()
+    lab = np.zeros((16, 12, 6), np.uint8)
+    lab[2:10, 3:9, 1:5] = 1
+    lab[11:14, 2:5, 2:4] = 2
+    p = lab.copy()
+    p[lab == 2] = 0  # class 2 missed entirely, class 1 exact
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(lab, affine), truth / "case_001.nii.gz")
+    nib.save(nib.Nifti1Image(p, affine), pred / "case_001_0000.nii.gz")
+    out = tmp_path / "ev"
+    res = runner.invoke(app, ["evaluate", "--pred", str(pred), "--truth", str(truth), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["protocol"], s["mode"], s["num_classes"], s["cases"]) == ("volume", "paper", 3, 1)
+    assert s["classes"]["1"]["dice"]["mean"] == 1.0 and s["classes"]["2"]["dice"]["mean"] == 0.0
