@@ -162,7 +162,7 @@ def _print_train_summary(run_dir: Path) -> None:
 # --------------------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`.")],
+    run_dir: Annotated[Path | None, typer.Argument(help="A run folder written by `medseg train` (not with --pred/--truth).")] = None,
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the one the run trained on).")] = None,
     split: Annotated[str | None, typer.Option(help="Split(s) to evaluate (default: the recipe's test split); comma-separated for several, one table row each; with the PraNet layout `test` means every TestDataset/<set>.")] = None,
     mode: Annotated[str | None, typer.Option(help="Empty-mask rule: paper (TransUNet's), strict, or auto (paper for volumes, strict per image); default: the recipe's eval.mode.")] = None,
@@ -176,18 +176,37 @@ def evaluate(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a data.* or eval.* value of the run's config: key=value (repeatable).")] = None,
     fail_fast: Annotated[bool, typer.Option(help=FAIL_FAST_HELP)] = False,
     allow_nonfinite: Annotated[bool, typer.Option(help=NONFINITE_HELP)] = False,
+    pred: Annotated[Path | None, typer.Option(help="Evaluate this folder of predicted masks (PNG or NIfTI) instead of a run; needs --truth.")] = None,
+    truth: Annotated[Path | None, typer.Option(help="Reference masks for --pred, matched by file stem / nnU-Net case name.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Classes with background for --pred/--truth (default: from the reference masks).")] = None,
 ) -> None:
-    """Evaluate a trained run (or an exported .onnx file) on one or several splits: per-case CSV, summary JSON, Markdown table."""
+    """Evaluate a trained run (or an exported .onnx file) on one or several splits, or a folder of predictions
+    (--pred DIR --truth DIR; default output <PRED>-eval/<protocol>-<mode>/): per-case CSV, summary JSON, Markdown table."""
+    if (pred is None) != (truth is None):
+        _fail("--pred and --truth go together")
+    if pred is not None and (run_dir is not None or data is not None or split is not None):
+        _fail("--pred/--truth evaluate a folder of predictions: RUN_DIR, --data and --split do not apply")
+    if pred is None and run_dir is None:
+        _fail("give a RUN_DIR, or --pred DIR --truth DIR")
+    if num_classes is not None and (pred is None or num_classes < 2):
+        _fail("--num-classes goes with --pred/--truth and counts the background (>= 2)")
     if mode is not None and mode not in ("auto", "paper", "strict"):
         _fail(f"--mode must be 'auto', 'paper' or 'strict', got {mode!r}")
     if protocol is not None and protocol not in ("auto", "image", "volume", "polyp"):
         _fail(f"--protocol must be auto, image, volume or polyp, got {protocol!r}")
     try:
-        from medseg.engine.evaluate import evaluate_run
+        if pred is not None:
+            from medseg.engine.evaluate_folder import evaluate_folder
 
-        summary = evaluate_run(run_dir, data=data, split=split, mode=mode, protocol=protocol, checkpoint=checkpoint,
-                               device=device, out_dir=out, save_predictions=save_predictions, fast=fast,
-                               compile=compile, overrides=set_, fail_fast=fail_fast, allow_nonfinite=allow_nonfinite)
+            summary = evaluate_folder(pred, truth, num_classes=num_classes, protocol=protocol, mode=mode, out_dir=out,
+                                      overrides=set_, fail_fast=fail_fast)
+        else:
+            from medseg.engine.evaluate import evaluate_run
+
+            summary = evaluate_run(run_dir, data=data, split=split, mode=mode, protocol=protocol,
+                                   checkpoint=checkpoint, device=device, out_dir=out, save_predictions=save_predictions,
+                                   fast=fast, compile=compile, overrides=set_, fail_fast=fail_fast,
+                                   allow_nonfinite=allow_nonfinite)
     except _user_error_types() as err:
         _fail(str(err))
     from rich.markdown import Markdown
@@ -195,6 +214,31 @@ def evaluate(
     console.print(Markdown(summary["markdown"]))
     console.print(f"{summary['cases']} cases in {summary['seconds']:.1f} s; files in {summary['out_dir']}")
     _exit_if_failed(summary["failed"], summary["cases"] + len(summary["failed"]))
+
+
+# ---------------------------------------------------------------------------------------- compare
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Evaluated run folders or evaluation folders; the first is the baseline. Join seeds of one recipe with commas: A1,A2,A3.")],
+    metric: Annotated[str, typer.Option(help="A column of cases.csv: dice, iou, hd95, asd, precision, ...")] = "dice",
+    split: Annotated[str, typer.Option(help="Which evaluation of a run folder: RUN/eval/<split>-*.")] = "test",
+    out: Annotated[Path, typer.Option(help="Folder for compare.md, compare.json and compare.png.")] = Path("compare"),
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Paired per-case comparison with the first run: mean difference, bootstrap 95 % CI, Wilcoxon p, wins/ties/losses."""
+    groups = [[Path(p) for p in r.split(",") if p] for r in runs]
+    try:
+        from medseg.experiments.compare import compare as compare_runs
+        from medseg.experiments.compare import to_markdown, write
+
+        result = compare_runs(groups, metric=metric, split=split, seed=seed)
+        files = write(result, out)
+    except _user_error_types() as err:
+        _fail(str(err))
+    from rich.markdown import Markdown
+
+    console.print(Markdown(to_markdown(result)))
+    console.print(f"files in {out}: {', '.join(p.name for p in files.values())}")
 
 
 # ---------------------------------------------------------------------------------------- predict

@@ -299,6 +299,11 @@ class EvalConfig(_Strict):
     resize_back: Literal["probabilities", "labels"] = "probabilities"
     tta: bool = False  # mean probabilities over the four mirrorings (none, W, H, both)
     fast: bool = True  # Conv+BN folding + channels_last before inference (same results)
+    # "whole": each image resized to data.size and predicted in one pass; "sliding_window": each image kept at
+    # its own size and predicted by MONAI's SlidingWindowInferer (windows of data.size, Gaussian weighting,
+    # overlap sw_overlap; images smaller than a window are zero-padded), logits combined before sigmoid/softmax
+    inferer: Literal["whole", "sliding_window"] = "whole"
+    sw_overlap: float = Field(0.5, ge=0.0, lt=1.0)
     label_groups: list[LabelGroup] = Field(default_factory=list)
     class_groups: list[LabelGroup] = Field(default_factory=list)
 

@@ -3,6 +3,8 @@
 Pre-processing equals validation's (normalisation + resize to the training size); predictions are
 resized back to each image's own size as probabilities (bilinear) before thresholding (binary,
 sigmoid > 0.5) or argmax (multi-class), as MSNet's prediction script does.
+With ``eval.inferer: sliding_window`` images keep their own size and MONAI's ``SlidingWindowInferer``
+runs windows of the training size over them (:meth:`Predictor.sliding_window_logits`).
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ class Predictor:
         self.channels_last = channels_last
         self.compile = compile
         self._optimized = not self.fast or bool(getattr(model, "medseg_fast", False))
-        self._transforms: dict[str, Any] = {}
+        self._transforms: dict[tuple[str, Any], Any] = {}  # (input kind, size or None) -> transform
         self._warned_range = False
         self._warned_inputs = False
 
@@ -209,15 +211,20 @@ class Predictor:
             raise MedsegError(f"{err} (shape {tuple(a.shape)}, channel axis first)") from None
 
     def preprocess(self, image: np.ndarray, kind: str = "image") -> Tensor:
-        """One 2D image [C, H, W] in reader units -> normalised tensor [C, h, w] at the training size;
-        ``kind`` (``image``, ``nifti``, ``h5``) chooses the normalisation (:meth:`normalize_for`)."""
-        if kind not in self._transforms:
+        """One 2D image [C, H, W] in reader units -> normalised tensor [C, h, w] at the training size (at its
+        own size with ``eval.inferer: sliding_window``); ``kind`` (``image``, ``nifti``, ``h5``) chooses the
+        normalisation (:meth:`normalize_for`)."""
+        size = tuple(image.shape[-2:]) if self.cfg.eval.inferer == "sliding_window" else None
+        key = (kind, size)
+        if key not in self._transforms:
             from medseg.data.transforms import build_transforms
 
-            data = self.cfg.data.model_copy(update={"normalize": self.normalize_for(kind)})
-            self._transforms[kind] = build_transforms(data, train=False)
+            update: dict[str, Any] = {"normalize": self.normalize_for(kind)}
+            if size is not None:
+                update["size"] = size
+            self._transforms[key] = build_transforms(self.cfg.data.model_copy(update=update), train=False)
         sample = {"image": np.asarray(image, dtype=np.float32), "label": np.zeros(image.shape[-2:], dtype=np.int64)}
-        out = self._transforms[kind](sample)
+        out = self._transforms[key](sample)
         return torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)
 
     def check_range(self, image: np.ndarray, kind: str = "image", source: str = "input") -> None:
@@ -233,9 +240,14 @@ class Predictor:
 
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def logits(self, x: Tensor) -> Tensor:
-        """Raw logits for a normalised batch; MGRAD-UNet may run feedback passes at test time."""
+    def logits(self, x: Tensor, *, whole: bool = False) -> Tensor:
+        """Raw logits for a normalised batch; MGRAD-UNet may run feedback passes at test time.
+
+        With ``eval.inferer: sliding_window`` (unless ``whole``) the logits of the windows are combined
+        by :meth:`sliding_window_logits`, before any sigmoid/softmax."""
         x = x.to(self.device)
+        if self.cfg.eval.inferer == "sliding_window" and not whole:
+            return self.sliding_window_logits(x)
         if not self._optimized:
             self._optimize(x[:1])
         if self.feedback_iters > 1:
@@ -245,6 +257,15 @@ class Predictor:
                 feedback = out.extras.get("feedback")
             return out.logits.float()
         return self.model(x).logits.float()
+
+    def sliding_window_logits(self, x: Tensor) -> Tensor:
+        """Logits of a batch at any size from MONAI's ``SlidingWindowInferer``: windows of ``data.size``,
+        ``eval.sw_overlap``, Gaussian weighting, ``eval.batch_size`` windows per forward pass."""
+        from monai.inferers import SlidingWindowInferer
+
+        inferer = SlidingWindowInferer(roi_size=tuple(self.cfg.data.size), sw_batch_size=self.batch_size,
+                                       overlap=self.cfg.eval.sw_overlap, mode="gaussian")
+        return inferer(x, partial(self.logits, whole=True)).float()
 
     def _optimize(self, example: Tensor) -> None:
         from medseg.engine.fast import optimize_for_inference
@@ -278,9 +299,13 @@ class Predictor:
         return (probs[:, 0] > 0.5).long() if probs.shape[1] == 1 else probs.argmax(1)
 
     def _batches(self, images: list[np.ndarray], kind: str = "image") -> Iterator[tuple[int, Tensor]]:
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            yield start, torch.stack([self.preprocess(im, kind) for im in chunk])
+        start = 0
+        while start < len(images):
+            end = min(start + self.batch_size, len(images))
+            if self.cfg.eval.inferer == "sliding_window":  # images keep their sizes: a batch holds one size
+                end = next((i for i in range(start + 1, end) if images[i].shape != images[start].shape), end)
+            yield start, torch.stack([self.preprocess(im, kind) for im in images[start:end]])
+            start = end
 
     def predict_images(self, images: list[np.ndarray], kind: str = "image",
                        source: str = "input") -> list[tuple[np.ndarray, np.ndarray]]:
