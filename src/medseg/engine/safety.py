@@ -203,6 +203,14 @@ class RunCheckpoint(ModelCheckpoint):
     copied elsewhere then overwrote its best.ckpt with a worse one. The stored paths are re-rooted here.
     """
 
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        # A step checkpoint taken at an epoch's last batch (before validation and the epoch-end checkpoint)
+        # makes Lightning 2.6 resume with its epoch counters one behind, so the next resume re-runs part
+        # of an epoch; the epoch-end checkpoint follows moments later, so that step is skipped.
+        if self._every_n_train_steps and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, *args, **kwargs)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = dict(state_dict)
         old = state.get("dirpath")
@@ -252,8 +260,14 @@ class GracefulStop(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.signum is None:
-            return
+        if self.signum is not None and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._stop(trainer)  # (at an epoch's last batch: at the epoch's end, see RunCheckpoint)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signum is not None:
+            self._stop(trainer)
+
+    def _stop(self, trainer: pl.Trainer) -> None:
         trainer.save_checkpoint(self.last_path)
         self._restore()
         name = signal.Signals(self.signum).name
