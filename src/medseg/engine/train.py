@@ -69,7 +69,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     (e.g. the official code's fp16 AMP) falls back to fp32 on the CPU, where fp16 autocast is not a speed-up.
     ``bf16-mixed`` runs on a CPU with native bf16 (avx512_bf16 / amx_bf16 flags) and falls back to fp32 with
     a note on one without (emulated bf16 is slower than fp32). ``auto`` stays fp32 on the CPU: bf16-mixed
-    measured 1.0-1.5x per step there, under the 1.6x goal (benchmarks/results/bf16.md)."""
+    measured 0.24-1.08x fp32's per-step speed there (benchmarks/results/train_step_bf16.md), not the 1.6x goal."""
     on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     if precision == "auto":
         return ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if on_gpu else "32-true"
