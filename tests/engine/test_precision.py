@@ -112,3 +112,15 @@ def test_cli_predict_and_evaluate_take_precision(tiny_run, tmp_path):
                               "--precision", "auto"])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "pr").glob("*.png"))) == 1
+
+
+def test_training_precision_bf16_mixed_on_the_cpu(monkeypatch):
+    from medseg.engine.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(fast, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu") == "32-true"  # not a measured speed-up on the CPU
+    assert resolve_precision("16-mixed", "cpu") == "32-true"
+    monkeypatch.setattr(fast, "cpu_bf16_flags", lambda: ())
+    assert resolve_precision("bf16-mixed", "cpu") == "32-true"
