@@ -119,7 +119,11 @@ def _fwd_bwd(model: torch.nn.Module, crit: Any, x: torch.Tensor, y: torch.Tensor
             feedback = [t.detach() for t in out.extras["feedback"]]
 
 
-def bench_train_step(steps: int, batch: int, size: int | None = None) -> None:
+def bench_train_step(steps: int, batch: int, size: int | None = None, precisions: list[str] | None = None) -> None:
+    """The engine's step against fwd+bwd alone (fp32); with several ``precisions`` (Lightning's, e.g.
+    ``32,bf16-mixed``) the engine step of each, interleaved per model, as ratios to the first."""
+    if precisions and precisions != ["32"]:
+        return bench_train_step_precisions(steps, batch, size, precisions)
     from _timing import StepTimer
 
     from medseg.config import load_config
@@ -175,6 +179,65 @@ def bench_train_step(steps: int, batch: int, size: int | None = None) -> None:
                      f"{r['optimizer']} | {r['engine_step_s']:.3f} | {r['fwd_bwd_alone_s']:.3f} | {r['ratio']:.3f} | "
                      f"{'met' if r['ratio'] <= 1.2 else 'MISSED'} |")
     write_result("train_step", "Training step: engine against forward+backward alone (CPU)", lines, results)
+
+
+def _engine_step(name: str, steps: int, batch: int, size: int | None, precision: str) -> dict[str, Any]:
+    """Median engine step (s) of ``name``'s recipe in Lightning ``precision`` (same pre-made batch)."""
+    from _timing import StepTimer
+
+    from medseg.config import load_config
+    from medseg.engine.task import SegTask
+    from medseg.engine.train import build_trainer
+
+    spec = TRAIN_SETUPS[name]
+    s = size or spec["size"]
+    base = load_config(spec["recipe"], spec["set"])
+    per_batch = base.strategy.feedback_iters if (base.strategy.name, base.strategy.update) == ("feedback", "per_pass") else 1
+    overrides = spec["set"] + [f"data.size=[{s},{s}]", f"data.batch_size={batch}", "data.multiscale=null",
+                               f"trainer.max_steps={steps * per_batch}", "trainer.max_epochs=1", "trainer.progress=false",
+                               "trainer.overlays=0", f"trainer.precision=\"{precision}\""]
+    cfg = load_config(spec["recipe"], overrides)
+    torch.manual_seed(0)
+    task = SegTask(cfg)
+    d = cfg.data
+    x = torch.randn(batch, d.in_channels, s, s)
+    y = torch.randint(0, d.num_classes, (batch, s, s))
+    loader = torch.utils.data.DataLoader(_Batches({"image": x, "label": y}, steps), batch_size=None)
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(cfg, Path(tmp), has_val=False, callbacks=[timer])
+        trainer.fit(task, train_dataloaders=loader)
+    return {"model": name, "recipe": spec["recipe"], "size": s, "batch": batch, "precision": str(trainer.precision),
+            "step_s": statistics.median(timer.seconds[1:]), "steps_timed": len(timer.seconds) - 1}
+
+
+def bench_train_step_precisions(steps: int, batch: int, size: int | None, precisions: list[str]) -> None:
+    from medseg.engine.train import quiet_lightning
+    from medseg.stats import matmul_gflops
+
+    quiet_lightning()
+    results = []
+    for name in PAPER_MODELS:
+        rows = []
+        for p in precisions:  # interleaved: every precision of one model back to back (same machine load)
+            row = _engine_step(name, steps, batch, size, p)
+            row["matmul_gflops_fp32"] = matmul_gflops(2048)
+            row["matmul_gflops_bf16"] = matmul_gflops(2048, dtype=torch.bfloat16)
+            rows.append(row)
+            print(row, flush=True)
+        for row in rows:
+            row["speedup_vs_first"] = rows[0]["step_s"] / row["step_s"]
+        results += rows
+    lines = ["The engine's training step (Lightning `fit` on the recipe's loss, strategy and optimizer; the same",
+             "pre-made batch every step; median over the steps after the first) in each Lightning precision, the",
+             "precisions of one model run back to back; speed-up = first precision's step / this one's.",
+             f"Goal: bf16-mixed >= 1.6x fp32. Command: `python {' '.join(sys.argv)}`.", "",
+             "| model | recipe | size | batch | precision | step (s) | speed-up | goal >= 1.6 |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        goal = "-" if r["precision"] == results[0]["precision"] else ("met" if r["speedup_vs_first"] >= 1.6 else "MISSED")
+        lines.append(f"| {r['model']} | {r['recipe']} | {r['size']} | {r['batch']} | {r['precision']} | {r['step_s']:.3f} | "
+                     f"{r['speedup_vs_first']:.2f} | {goal} |")
+    write_result("train_step_bf16", "Training step: fp32 vs bf16-mixed (CPU)", lines, results)
 
 
 # -- volume-wise evaluation -----------------------------------------------------------------------
@@ -355,13 +418,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="train_step: steps per model")
     ap.add_argument("--batch", type=int, default=2, help="train_step: batch size")
     ap.add_argument("--size", type=int, default=None, help="train_step: one size for every model (smoke runs)")
+    ap.add_argument("--precision", default="32",
+                    help="train_step: Lightning precision(s), comma-separated, e.g. 32,bf16-mixed (interleaved per model)")
+    ap.add_argument("--models", default=None, help="train_step with --precision: comma-separated subset of the paper models")
     ap.add_argument("--volumes", type=int, default=None, help="volume_eval: first N test volumes (default all)")
     ap.add_argument("--workload", choices=["shifted", "morph_specks", "all"], default="all",
                     help="volume_eval: how the predictions are made from the truth (default both)")
     ap.add_argument("--eval-repeats", type=int, default=3, help="volume_eval: runs per volume (median)")
     ap.add_argument("--batches", type=int, default=20, help="data_loading: batches timed per setup")
     args = ap.parse_args()
-    jobs = {"inference": lambda: bench_inference(args.repeats), "train_step": lambda: bench_train_step(args.steps, args.batch, args.size),
+    if args.models:
+        PAPER_MODELS[:] = args.models.split(",")
+    jobs = {"inference": lambda: bench_inference(args.repeats), "train_step": lambda: bench_train_step(args.steps, args.batch, args.size,
+                                                                                                                 args.precision.split(",")),
             "volume_eval": lambda: bench_volume_eval(
                 args.volumes, list(VOLUME_WORKLOADS) if args.workload == "all" else [args.workload], args.eval_repeats,
                 "python " + " ".join(sys.argv)), "data_loading": lambda: bench_data_loading(args.batches)}

@@ -107,13 +107,14 @@ def evaluate_run(
     overrides: list[str] | None = None,
     fail_fast: bool = False,
     allow_nonfinite: bool = False,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s model on ``split`` of ``data`` (default: the training data's root).
 
     ``split`` may name several splits (:func:`expand_splits`); they are then evaluated one by one
     and combined (see the module docstring). ``run_dir`` is a run folder or an exported ``.onnx``
-    file (whose default output folder is ``<file without .onnx>-eval/``); ``fast`` / ``compile`` as
-    in :class:`~medseg.engine.predict.Predictor`;
+    file (whose default output folder is ``<file without .onnx>-eval/``); ``fast`` / ``compile`` /
+    ``precision`` as in :class:`~medseg.engine.predict.Predictor`;
     ``overrides``: ``key=value`` items applied to the run's ``data.*`` / ``eval.*`` config;
     ``fail_fast`` / ``allow_nonfinite`` as in :func:`evaluate_split` (failed cases: ``summary["failed"]``).
     """
@@ -121,11 +122,13 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     check_eval_overrides(overrides or [])
-    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile)
+    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile,
+                                   precision=precision)
     if overrides:
         onnx = run_dir.suffix.lower() == ".onnx"  # onnxruntime optimises its graph itself: no fast path
         cfg = with_overrides(predictor.cfg, overrides, where=str(run_dir))
-        predictor = Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile)
+        predictor = Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile,
+                              precision=predictor.precision)
     cfg = predictor.cfg
     dcfg = cfg.data.model_copy(update={"root": str(data)}) if data else cfg.data
     if not dcfg.root or not Path(dcfg.root).exists():

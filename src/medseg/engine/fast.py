@@ -19,11 +19,20 @@ every registered model against the plain path):
 The all-ones subtraction filters of M2SNet/MGRAD-UNet are already computed as a channel sum + one
 k x k box filter (``FixedFilter.fast = True``, the default); :func:`set_fixed_filter_fast` switches
 them (``False`` = the official literal full convolution, used by tests and by ``model_stats(fast=False)``).
+
+**Precision** (:func:`resolve_inference_precision`, :func:`inference_autocast`): ``fp32`` (default), ``bf16``
+(``torch.autocast`` to bfloat16; logits are cast back to float32 before sigmoid/softmax by the callers) or
+``auto`` (bf16 where the device has native bf16: a CPU with ``avx512_bf16`` / ``amx_bf16``, a GPU with bf16
+support; else fp32). On this project's 2-core AMD EPYC (avx512_bf16) autocast measured faster than
+converting the folded model to bf16 (MSNet 352: 0.87x vs 1.12x fp32's latency; SNet 224: 0.44x vs 0.55x),
+so autocast it is. bf16 is not exact: see ``benchmarks/results/bf16.md`` for the mask agreement.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,6 +43,68 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.overrides import TorchFunctionMode
 
 _log = logging.getLogger(__name__)
+
+
+PRECISIONS = ("fp32", "bf16", "auto")
+#: /proc/cpuinfo flags of a CPU that computes in bf16 natively (AVX512-BF16; Intel AMX)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The native-bf16 flags (:data:`BF16_CPU_FLAGS`) of this CPU; empty where none or unreadable (not Linux)."""
+    return read_bf16_flags("/proc/cpuinfo")
+
+
+def read_bf16_flags(cpuinfo: str) -> tuple[str, ...]:
+    """The :data:`BF16_CPU_FLAGS` in the first ``flags`` line of a ``/proc/cpuinfo``-style file."""
+    try:
+        with open(cpuinfo) as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
+    except OSError:
+        pass
+    return ()
+
+
+def bf16_supported(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes in bf16 natively (CPU: avx512_bf16 / amx_bf16 flags; CUDA: torch says)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type == "cpu":
+        return bool(cpu_bf16_flags())
+    return False
+
+
+def resolve_inference_precision(precision: str | None, device: str | torch.device = "cpu") -> str:
+    """``fp32`` / ``bf16`` / ``auto`` (``None`` = fp32) -> ``fp32`` or ``bf16`` for ``device``.
+
+    ``auto`` is bf16 where :func:`bf16_supported`, else fp32; ``bf16`` asked where the device has no native
+    bf16 falls back to fp32 with a one-line note (emulated bf16 is slower than fp32 there).
+    """
+    precision = (precision or "fp32").lower()
+    if precision not in PRECISIONS:
+        from medseg.utils import MedsegError
+
+        raise MedsegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return "fp32"
+    if bf16_supported(device):
+        return "bf16"
+    if precision == "bf16":
+        what = "this CPU has no avx512_bf16 / amx_bf16" if torch.device(device).type == "cpu" else f"{device} has no bf16"
+        _log.warning("precision bf16: %s; running in fp32", what)
+    return "fp32"
+
+
+def inference_autocast(precision: str, device: str | torch.device = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` to bf16 for a resolved ``precision == "bf16"``, else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _is_plain_sequential(m: nn.Module) -> bool:

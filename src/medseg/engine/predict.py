@@ -107,6 +107,10 @@ class Predictor:
     channels_last (measured 4-6 % faster on a 2-core CPU for MSNet and SNet, and the layout cuDNN
     prefers under AMP), and ``torch.compile`` with ``compile=True``. The results equal the plain
     path (tests: max |Δlogits| <= 1e-4 for every registered model). ``fast=False`` keeps the model as built.
+
+    ``precision``: ``fp32`` (default), ``bf16`` (the forward under ``torch.autocast`` to bfloat16 where the
+    device has native bf16, else fp32 with a note; logits cast to float32 before sigmoid/softmax) or ``auto``
+    (bf16 where supported). An exported ``.onnx`` model always runs in fp32. ``self.precision`` is the one used.
     """
 
     def __init__(
@@ -119,7 +123,10 @@ class Predictor:
         fast: bool | None = None,
         channels_last: bool = True,
         compile: bool = False,
+        precision: str | None = None,
     ) -> None:
+        from medseg.engine.fast import resolve_inference_precision
+
         self.cfg = cfg
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -129,6 +136,7 @@ class Predictor:
         self.fast = cfg.eval.fast if fast is None else fast
         self.channels_last = channels_last
         self.compile = compile
+        self.precision = resolve_inference_precision(precision, self.device)
         self._optimized = not self.fast or bool(getattr(model, "medseg_fast", False))
         self._transforms: dict[tuple[str, Any], Any] = {}  # (input kind, size or None) -> transform
         self._warned_range = False
@@ -143,6 +151,9 @@ class Predictor:
 
             runner = OnnxModel(run_dir)
             kwargs["fast"] = False  # onnxruntime optimises the graph itself
+            if kwargs.get("precision") not in (None, "fp32", "auto"):
+                _log.warning("precision %s: an exported .onnx model runs in fp32", kwargs["precision"])
+            kwargs["precision"] = "fp32"
             return cls(runner.as_module(), runner.cfg, device="cpu", **kwargs)
         if not run_dir.is_dir():
             raise MedsegError(f"run folder not found: {run_dir}")
@@ -241,22 +252,26 @@ class Predictor:
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()
     def logits(self, x: Tensor, *, whole: bool = False) -> Tensor:
-        """Raw logits for a normalised batch; MGRAD-UNet may run feedback passes at test time.
+        """Raw float32 logits for a normalised batch (the forward in ``self.precision``); MGRAD-UNet may run
+        feedback passes at test time.
 
         With ``eval.inferer: sliding_window`` (unless ``whole``) the logits of the windows are combined
         by :meth:`sliding_window_logits`, before any sigmoid/softmax."""
+        from medseg.engine.fast import inference_autocast
+
         x = x.to(self.device)
         if self.cfg.eval.inferer == "sliding_window" and not whole:
             return self.sliding_window_logits(x)
         if not self._optimized:
             self._optimize(x[:1])
-        if self.feedback_iters > 1:
-            feedback = None
-            for _ in range(self.feedback_iters):
-                out = self.model(x, feedback=feedback)
-                feedback = out.extras.get("feedback")
-            return out.logits.float()
-        return self.model(x).logits.float()
+        with inference_autocast(self.precision, self.device):
+            if self.feedback_iters > 1:
+                feedback = None
+                for _ in range(self.feedback_iters):
+                    out = self.model(x, feedback=feedback)
+                    feedback = out.extras.get("feedback")
+                return out.logits.float()
+            return self.model(x).logits.float()
 
     def sliding_window_logits(self, x: Tensor) -> Tensor:
         """Logits of a batch at any size from MONAI's ``SlidingWindowInferer``: windows of ``data.size``,
@@ -444,10 +459,12 @@ def predict_paths(
     fail_fast: bool = False,
     allow_nonfinite: bool = False,
     overrides: list[str] | None = None,
+    precision: str | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Predict every image / volume under ``inputs``; write one mask per input with the same stem.
 
-    ``run_dir`` is a run folder or an exported ``.onnx`` file; ``fast`` / ``compile`` as in :class:`Predictor`.
+    ``run_dir`` is a run folder or an exported ``.onnx`` file; ``fast`` / ``compile`` / ``precision`` as in
+    :class:`Predictor`.
     A bad input (unreadable, empty, NaN/Inf values unless ``allow_nonfinite``) does not stop the others:
     returns the written masks and one line per failed input (``"<file>: <problem>"``); with
     ``fail_fast`` the first failure raises :class:`~medseg.utils.DataError` instead. ``overrides``
@@ -456,11 +473,13 @@ def predict_paths(
     from medseg.config import check_run_overrides, run_config_with_overrides
 
     check_run_overrides(overrides or [], "predict")
-    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile)
+    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile,
+                                   precision=precision)
     if overrides:
         onnx = Path(run_dir).suffix.lower() == ".onnx"  # onnxruntime optimises its graph itself: no fast path
         cfg = run_config_with_overrides(predictor.cfg, overrides, str(run_dir), "predict")
-        predictor = Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile)
+        predictor = Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile,
+                              precision=predictor.precision)
     paths = list_inputs(Path(inputs))
     out_dir = check_output_dir(output)
     written: list[Path] = []
