@@ -12,39 +12,22 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medseg.cli import app
+from tiny_runs import TINY_UNET, make_ct, train_tiny
 
 runner = CliRunner()
 
-TINY = [
-    "data.size=[64,64]",
-    "data.batch_size=8",
-    "model.name=unet",  # learns the liver in the few steps of two tiny epochs (the tests below need it)
-    "model.kwargs={features: [4, 8, 8, 16, 16, 4]}",
-    "loss.terms=[{loss: dice_ce, output: logits, kwargs: {ce_weight: 0.5, dice_weight: 0.5}}]",
-    "trainer.max_epochs=2",
-    "trainer.max_time_s=null",
-    "trainer.progress=false",
-    "trainer.overlays=2",
-]
+TINY = [*TINY_UNET, "trainer.overlays=2"]  # the U-Net learns the liver in two tiny epochs (the tests below need it)
+
 
 
 @pytest.fixture(scope="module")
 def ct_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ct"
-    res = runner.invoke(app, ["data", "builtin", "phantom-ct", "--out", str(out), "--seed", "3", "--count", "24"])
-    assert res.exit_code == 0, res.output
-    return out
+    return make_ct(tmp_path_factory, count=24)
 
 
 @pytest.fixture(scope="module")
 def run_dir(ct_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "qs"
-    args = ["train", "--data", str(ct_data), "--out", str(out)]
-    for s in TINY:
-        args += ["--set", s]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, res.output
-    return out
+    return train_tiny(ct_data, tmp_path_factory, TINY)
 
 
 def test_train_writes_the_run_folder(run_dir):

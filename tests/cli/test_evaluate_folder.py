@@ -10,42 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import ct_data, run_dir  # noqa: F401  (the tiny-run fixtures of the CLI tests)
 from typer.testing import CliRunner
 
 from medseg.cli import app
 
 runner = CliRunner()
 
-TINY = [  # as tests/cli/test_cli.py: a unet that learns the liver in two tiny epochs
-    "data.size=[64,64]",
-    "data.batch_size=8",
-    "model.name=unet",
-    "model.kwargs={features: [4, 8, 8, 16, 16, 4]}",
-    "loss.terms=[{loss: dice_ce, output: logits, kwargs: {ce_weight: 0.5, dice_weight: 0.5}}]",
-    "trainer.max_epochs=2",
-    "trainer.max_time_s=null",
-    "trainer.progress=false",
-    "trainer.overlays=0",
-]
 
 
-@pytest.fixture(scope="module")
-def ct_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ct"
-    res = runner.invoke(app, ["data", "builtin", "phantom-ct", "--out", str(out), "--seed", "3", "--count", "24"])
-    assert res.exit_code == 0, res.output
-    return out
 
-
-@pytest.fixture(scope="module")
-def run_dir(ct_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "qs"
-    args = ["train", "--data", str(ct_data), "--out", str(out)]
-    for s in TINY:
-        args += ["--set", s]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, res.output
-    return out
 
 
 def _dice(path: Path) -> dict[tuple[str, str], float]:
@@ -53,7 +27,7 @@ def _dice(path: Path) -> dict[tuple[str, str], float]:
         return {(r["case"], r["class"]): float(r["dice"]) for r in csv.DictReader(f)}
 
 
-def test_folder_evaluation_equals_run_evaluation(run_dir, ct_data, tmp_path):
+def test_folder_evaluation_equals_run_evaluation(run_dir, ct_data, tmp_path):  # noqa: F811
     ids = (ct_data / "splits/test.txt").read_text().split()
     images, truth = tmp_path / "images", tmp_path / "truth"
     images.mkdir()

@@ -13,40 +13,23 @@ import torch
 from typer.testing import CliRunner
 
 from medseg.cli import app
+from tiny_runs import TINY_UNET, make_ct, train_tiny
 
 runner = CliRunner()
 
-TINY = [  # a tiny U-Net that learns the liver well enough to tell the right window from raw HU (~30 s)
-    "data.size=[64,64]",
-    "data.batch_size=8",
-    "model.name=unet",
-    "model.kwargs={features: [4, 8, 8, 16, 16, 4]}",
-    "loss.terms=[{loss: dice_ce, output: logits, kwargs: {ce_weight: 0.5, dice_weight: 0.5}}]",
-    "trainer.max_epochs=8",
-    "trainer.max_time_s=null",
-    "trainer.progress=false",
-    "trainer.overlays=0",
-]
+TINY = [*TINY_UNET, "trainer.max_epochs=8"]  # learns the liver well enough to tell the right window from raw HU
+
 
 
 @pytest.fixture(scope="module")
 def ct_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ct"
-    res = runner.invoke(app, ["data", "builtin", "phantom-ct", "--out", str(out), "--seed", "3", "--count", "64"])
-    assert res.exit_code == 0, res.output
-    return out
+    return make_ct(tmp_path_factory, count=64)
 
 
 @pytest.fixture(scope="module")
 def run_dir(ct_data, tmp_path_factory) -> Path:
     """Trained on the built-in PNG slices (HU windowed to [-160, 240], / 255)."""
-    out = tmp_path_factory.mktemp("runs") / "qs"
-    args = ["train", "--data", str(ct_data), "--out", str(out)]
-    for s in TINY:
-        args += ["--set", s]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, res.output
-    return out
+    return train_tiny(ct_data, tmp_path_factory, TINY)
 
 
 def _test_volume(ct_data: Path) -> tuple[Path, np.ndarray]:

@@ -14,13 +14,12 @@ from medseg.cli import app
 from medseg.engine import fast
 from medseg.engine.fast import inference_autocast, read_bf16_flags, resolve_inference_precision
 from medseg.engine.predict import Predictor
+from tiny_runs import TINY_UNET, make_ct, train_tiny
 
 runner = CliRunner()
 # 12 epochs, not the CLI tests' 2: after 2 epochs the tiny UNet is untrained (every pixel's top-2 probability margin
 # < 1e-3), so bf16 rounding flips 0.7 % of its near-ties; after 12 epochs bf16 agrees on 99.89 %, after 30 on 99.98 %
-TINY = ["data.size=[64,64]", "data.batch_size=8", "model.name=unet", "model.kwargs={features: [4, 8, 8, 16, 16, 4]}",
-        "loss.terms=[{loss: dice_ce, output: logits, kwargs: {ce_weight: 0.5, dice_weight: 0.5}}]",
-        "trainer.max_epochs=12", "trainer.max_time_s=null", "trainer.progress=false", "trainer.overlays=0"]
+TINY = [*TINY_UNET, "trainer.max_epochs=12"]  # fp32 and bf16 masks agree only once the margins are not ~0
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -66,16 +65,8 @@ def test_cli_rejects_a_bad_precision(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    data = tmp_path_factory.mktemp("data") / "ct"
-    res = runner.invoke(app, ["data", "builtin", "phantom-ct", "--out", str(data), "--seed", "3", "--count", "24"])
-    assert res.exit_code == 0, res.output
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    args = ["train", "--data", str(data), "--out", str(out)]
-    for s in TINY:
-        args += ["--set", s]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, res.output
-    return out, data
+    data = make_ct(tmp_path_factory, count=24)
+    return train_tiny(data, tmp_path_factory, TINY, name="tiny"), data
 
 
 @pytest.mark.skipif(not fast.bf16_supported("cpu"), reason="this CPU has no native bf16")
