@@ -214,9 +214,22 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _json_safe(x: Any) -> Any:
+    """``x`` with NaN/Inf as ``null`` and numpy scalars as Python numbers (strict JSON)."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
 def write(result: dict[str, Any], out: Path) -> dict[str, Path]:
     """``compare.md``, ``compare.json`` and ``compare.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     md = atomic_write_text(out / "compare.md", to_markdown(result))
-    js = atomic_write_text(out / "compare.json", json.dumps(result, indent=2, default=float))
+    js = atomic_write_text(out / "compare.json", json.dumps(_json_safe(result), indent=2, allow_nan=False))
     return {"markdown": md, "json": js, "png": plot(result, out / "compare.png")}
