@@ -6,7 +6,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 class MedsegError(Exception):
@@ -68,6 +68,21 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` for strict JSON (RFC 8259): NaN/Inf as ``None``, numpy scalars as Python numbers, keys as str."""
+    import math
+
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    if hasattr(x, "item") and getattr(x, "ndim", None) == 0:  # numpy / torch scalar
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.utils import MedsegError, atomic_write_text
+from medseg.utils import MedsegError, atomic_write_text, json_safe
 
 #: Metrics where lower is better (a win is a negative difference).
 LOWER_IS_BETTER = ("hd95", "asd", "assd")
@@ -214,22 +214,9 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _json_safe(x: Any) -> Any:
-    """``x`` with NaN/Inf as ``null`` and numpy scalars as Python numbers (strict JSON)."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
-
-
 def write(result: dict[str, Any], out: Path) -> dict[str, Path]:
     """``compare.md``, ``compare.json`` and ``compare.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     md = atomic_write_text(out / "compare.md", to_markdown(result))
-    js = atomic_write_text(out / "compare.json", json.dumps(_json_safe(result), indent=2, allow_nan=False))
+    js = atomic_write_text(out / "compare.json", json.dumps(json_safe(result), indent=2, allow_nan=False))
     return {"markdown": md, "json": js, "png": plot(result, out / "compare.png")}

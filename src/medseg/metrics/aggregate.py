@@ -63,7 +63,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medseg.utils import atomic_write_text
+from medseg.utils import atomic_write_text, json_safe
 
 from .distance import (
     HD95_METHODS,
@@ -319,19 +319,6 @@ def class_group_means(classes: Mapping[str, Any], groups: Mapping[str, Sequence[
     return out
 
 
-def _json_safe(x: Any) -> Any:
-    """NaN/inf → None and numpy scalars → Python, so the JSON is strict (RFC 8259)."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     """Mean and population std (ddof=0) of the finite values, and how many there were."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
@@ -546,7 +533,7 @@ class MetricTable:
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`summary` as strict JSON (NaN → null)."""
-        return atomic_write_text(path, json.dumps(_json_safe(self.summary()), indent=2) + "\n")
+        return atomic_write_text(path, json.dumps(json_safe(self.summary()), indent=2) + "\n")
 
     def to_markdown(
         self,
