@@ -54,17 +54,6 @@ def case_dice(counts: Tensor, mode: str) -> float:
     return float(dice.mean(1).mean())
 
 
-def batch_dice(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """Per-sample mean foreground Dice [B] (both empty counts as 1) -- the validation signal."""
-    scores = []
-    for c in range(1, num_classes):
-        p, g = pred == c, target == c
-        inter = (p & g).flatten(1).sum(1).float()
-        denom = (p.flatten(1).sum(1) + g.flatten(1).sum(1)).float()
-        scores.append(torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom)))
-    return torch.stack(scores, 1).mean(1)
-
-
 class SegTask(pl.LightningModule):
     def __init__(self, cfg: Config) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -323,18 +324,18 @@ def fit(
     quiet_lightning()
     if resume is not None:
         run_dir = Path(resume)
-        cfg, ckpt_path = prepare_resume(run_dir, overrides or [])
+        cfg, point = prepare_resume(run_dir, overrides or [])
     elif cfg is None:
         raise MedsegError("fit needs a config or a run folder to resume")
     else:
         run_dir = make_run_dir(cfg, out)
         if not is_ddp_worker():
             check_run_dir_free(run_dir, overwrite)  # fail at once; checked again when the folder is claimed
-        ckpt_path = None
+        point = None
     previous = os.environ.get("MEDSEG_RUN_DIR")
     os.environ["MEDSEG_RUN_DIR"] = str(run_dir)  # inherited by the DDP workers Lightning launches
     try:
-        return _fit(cfg, run_dir, ckpt_path, resumed=resume is not None, callbacks=callbacks,
+        return _fit(cfg, run_dir, point, callbacks=callbacks,
                     overwrite=overwrite, resume_overrides=list(overrides or []) if resume is not None else [])
     finally:
         if previous is None:
@@ -343,7 +344,16 @@ def fit(
             os.environ["MEDSEG_RUN_DIR"] = previous
 
 
-def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, str]:
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a resumed run continues from, read once: its step and weight shapes (rank 0 only)."""
+
+    path: str
+    step: int | None = None
+    shapes: dict[str, tuple[int, ...]] | None = None
+
+
+def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, ResumePoint]:
     """The stored config (with the allowed ``overrides``) and the checked ``last.ckpt``; writes nothing."""
     if not (run_dir / "config.yaml").is_file():
         raise MedsegError(f"{run_dir}: not a run folder (no config.yaml)")
@@ -360,7 +370,7 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, str]:
     # the checkpoint holds every weight: do not download or read pretrained weights again
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kwargs": without_pretrained(cfg.model.kwargs)})})
     if is_ddp_worker():
-        return cfg, str(ckpt)
+        return cfg, ResumePoint(str(ckpt))
     for tmp in remove_stale_temp_files(run_dir / "checkpoints"):  # a write the interruption cut off
         _log.info("removed the interrupted write %s", tmp)
     meta = load_checkpoint(ckpt)  # truncated, foreign or diverged: one line, nothing changed
@@ -373,32 +383,35 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, str]:
         done = int(meta.get("epoch", 0))
     if cfg.trainer.max_epochs > 0 and cfg.trainer.max_epochs < done:
         raise ConfigError(f"--resume: trainer.max_epochs={cfg.trainer.max_epochs} is below the {done} epochs already trained")
-    return cfg, str(ckpt)
+    shapes = {k: tuple(v.shape) for k, v in meta["state_dict"].items()}
+    return cfg, ResumePoint(str(ckpt), step=int(meta.get("global_step", 0)), shapes=shapes)
 
 
-def check_checkpoint_fits(ckpt_path: str, task: SegTask) -> None:
+def check_checkpoint_fits(point: ResumePoint, task: SegTask) -> None:
     """The checkpoint's weights must match the model the config builds (names and shapes)."""
-    sd = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    if point.shapes is None:
+        return
     own = task.state_dict()
-    missing = [k for k in own if k not in sd]
-    wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in point.shapes]
+    wrong = [k for k in own if k in point.shapes and point.shapes[k] != tuple(own[k].shape)]
     if missing or wrong:
         k = (missing or wrong)[0]
-        raise MedsegError(f"{ckpt_path}: weights do not fit the run's model ({len(missing)} missing, {len(wrong)} "
+        raise MedsegError(f"{point.path}: weights do not fit the run's model ({len(missing)} missing, {len(wrong)} "
                           f"with another shape; first: {k})")
 
 
-def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
+def _fit(cfg: Config, run_dir: Path, point: ResumePoint | None,
          callbacks: list[Callback] | None = None, overwrite: bool = False,
          resume_overrides: list[str] | None = None) -> Path:
+    resumed = point is not None
     # Every check (config, model, every data file) runs before the run folder is created or changed:
     # a mistake leaves nothing behind.
     cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegTask(cfg)
     check_model_fits_config(cfg, task.model)
-    if ckpt_path:
-        check_checkpoint_fits(ckpt_path, task)
+    if point is not None:
+        check_checkpoint_fits(point, task)
     dm = SegDataModule(cfg)
     dm.setup("fit")
     worker = is_ddp_worker()
@@ -407,8 +420,8 @@ def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
         if problems:
             more = f" (and {len(problems) - 1} more; `medseg data check` lists them all)" if len(problems) > 1 else ""
             raise DataError(problems[0] + more)
-    resume_step = checkpoint_step(ckpt_path) if ckpt_path else None
-    trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None, callbacks=callbacks, resume_step=resume_step)
+    trainer = build_trainer(cfg, run_dir, has_val=dm.val_ds is not None, callbacks=callbacks,
+                            resume_step=point.step if point else None)
     if not worker:
         if resumed:
             lock_run_dir(run_dir)
@@ -421,7 +434,7 @@ def _fit(cfg: Config, run_dir: Path, ckpt_path: str | None, resumed: bool,
     start = time.perf_counter()
     status, error = "completed", None
     try:
-        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(task, datamodule=dm, ckpt_path=point.path if point else None)
     except (DivergenceError, TrainingInterrupted) as err:
         status, error = ("diverged" if isinstance(err, DivergenceError) else "interrupted"), str(err)
         raise
@@ -446,14 +459,6 @@ def time_guard_stop(cfg: Config, trainer: pl.Trainer) -> str | None:
         return None
     return (f"trainer.max_time_s={t.max_time_s:g} stopped the run after {trainer.current_epoch} of {t.max_epochs} "
             f"epochs ({trainer.global_step} steps); raise or clear it to train the full plan")
-
-
-def checkpoint_step(path: str) -> int | None:
-    """The global step a Lightning checkpoint was saved at (None if it cannot be read without unpickling code)."""
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    except Exception:  # an unreadable checkpoint is reported by Lightning's own load right after
-        return None
 
 
 def check_model_fits_config(cfg: Config, model: torch.nn.Module) -> None:
