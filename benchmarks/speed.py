@@ -124,47 +124,23 @@ def bench_train_step(steps: int, batch: int, size: int | None = None, precisions
     ``32,bf16-mixed``) the engine step of each, interleaved per model, as ratios to the first."""
     if precisions and precisions != ["32"]:
         return bench_train_step_precisions(steps, batch, size, precisions)
-    from _timing import StepTimer
-
-    from medseg.config import load_config
-    from medseg.engine.task import SegTask
-    from medseg.engine.train import build_trainer, quiet_lightning
+    from medseg.engine.train import quiet_lightning
 
     quiet_lightning()
     results = []
     for name in PAPER_MODELS:
-        spec = TRAIN_SETUPS[name]
-        s = size or spec["size"]
-        base = load_config(spec["recipe"], spec["set"])
-        # Lightning's global_step counts optimizer steps: MGRAD-UNet's per-pass feedback makes 3 a batch
-        per_batch = base.strategy.feedback_iters if (base.strategy.name, base.strategy.update) == ("feedback", "per_pass") else 1
-        overrides = spec["set"] + [f"data.size=[{s},{s}]", f"data.batch_size={batch}", "data.multiscale=null",
-                                   f"trainer.max_steps={steps * per_batch}", "trainer.max_epochs=1", "trainer.progress=false",
-                                   "trainer.overlays=0", "trainer.precision=\"32\""]
-        cfg = load_config(spec["recipe"], overrides)
-        torch.manual_seed(0)
-        task = SegTask(cfg)
-        d = cfg.data
-        x = torch.randn(batch, d.in_channels, s, s)
-        y = torch.randint(0, d.num_classes, (batch, s, s))
-        loader = torch.utils.data.DataLoader(_Batches({"image": x, "label": y}, steps), batch_size=None)
-        timer = StepTimer()
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = build_trainer(cfg, Path(tmp), has_val=False, callbacks=[timer])
-            t0 = time.perf_counter()
-            trainer.fit(task, train_dataloaders=loader)
-            fit_wall = time.perf_counter() - t0
-        engine = statistics.median(timer.seconds[1:])
-
+        timed, task, x, y = _engine_step(name, steps, batch, size, "32")
+        s, engine = timed["size"], timed["step_s"]
+        cfg = task.cfg
         model, crit = task.model.train(), task.criterion
         passes = cfg.strategy.feedback_iters if cfg.strategy.name == "feedback" else 1
 
         alone = _median_time(functools.partial(_fwd_bwd, model, crit, x, y, passes), warmup=1, repeats=max(3, steps // 2))
-        row = {"model": name, "recipe": spec["recipe"], "size": s, "batch": batch, "passes": passes,
+        row = {"model": name, "recipe": timed["recipe"], "size": s, "batch": batch, "passes": passes,
                "strategy": f"{cfg.strategy.name}/{cfg.strategy.update}" if passes > 1 else "single",
                "loss": " + ".join(t.loss for t in cfg.loss.terms), "optimizer": cfg.optim.name,
                "engine_step_s": engine, "fwd_bwd_alone_s": alone, "ratio": engine / alone,
-               "fit_wall_s": fit_wall, "steps": len(timer.seconds)}
+               "fit_wall_s": timed["fit_wall_s"], "steps": timed["steps_timed"] + 1}
         print(row, flush=True)
         results.append(row)
     lines = ["The engine's training step (Lightning `fit` on the recipe's loss, strategy and optimizer; the same",
@@ -181,8 +157,10 @@ def bench_train_step(steps: int, batch: int, size: int | None = None, precisions
     write_result("train_step", "Training step: engine against forward+backward alone (CPU)", lines, results)
 
 
-def _engine_step(name: str, steps: int, batch: int, size: int | None, precision: str) -> dict[str, Any]:
-    """Median engine step (s) of ``name``'s recipe in Lightning ``precision`` (same pre-made batch)."""
+def _engine_step(name: str, steps: int, batch: int, size: int | None,
+                 precision: str) -> tuple[dict[str, Any], Any, torch.Tensor, torch.Tensor]:
+    """Median engine step (s) of ``name``'s recipe in Lightning ``precision`` (same pre-made batch every step),
+    with the trained task and the batch (image, label) it used."""
     from _timing import StepTimer
 
     from medseg.config import load_config
@@ -192,6 +170,7 @@ def _engine_step(name: str, steps: int, batch: int, size: int | None, precision:
     spec = TRAIN_SETUPS[name]
     s = size or spec["size"]
     base = load_config(spec["recipe"], spec["set"])
+    # Lightning's global_step counts optimizer steps: MGRAD-UNet's per-pass feedback makes 3 a batch
     per_batch = base.strategy.feedback_iters if (base.strategy.name, base.strategy.update) == ("feedback", "per_pass") else 1
     overrides = spec["set"] + [f"data.size=[{s},{s}]", f"data.batch_size={batch}", "data.multiscale=null",
                                f"trainer.max_steps={steps * per_batch}", "trainer.max_epochs=1", "trainer.progress=false",
@@ -206,9 +185,12 @@ def _engine_step(name: str, steps: int, batch: int, size: int | None, precision:
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(cfg, Path(tmp), has_val=False, callbacks=[timer])
+        t0 = time.perf_counter()
         trainer.fit(task, train_dataloaders=loader)
-    return {"model": name, "recipe": spec["recipe"], "size": s, "batch": batch, "precision": str(trainer.precision),
-            "step_s": statistics.median(timer.seconds[1:]), "steps_timed": len(timer.seconds) - 1}
+        fit_wall = time.perf_counter() - t0
+    row = {"model": name, "recipe": spec["recipe"], "size": s, "batch": batch, "precision": str(trainer.precision),
+           "step_s": statistics.median(timer.seconds[1:]), "steps_timed": len(timer.seconds) - 1, "fit_wall_s": fit_wall}
+    return row, task, x, y
 
 
 def bench_train_step_precisions(steps: int, batch: int, size: int | None, precisions: list[str]) -> None:
@@ -220,7 +202,7 @@ def bench_train_step_precisions(steps: int, batch: int, size: int | None, precis
     for name in PAPER_MODELS:
         rows = []
         for p in precisions:  # interleaved: every precision of one model back to back (same machine load)
-            row = _engine_step(name, steps, batch, size, p)
+            row = _engine_step(name, steps, batch, size, p)[0]
             row["matmul_gflops_fp32"] = matmul_gflops(2048)
             row["matmul_gflops_bf16"] = matmul_gflops(2048, dtype=torch.bfloat16)
             rows.append(row)
