@@ -488,7 +488,7 @@ def data_check(
         from medseg.engine.datamodule import SegDataModule, prepare_data_root
 
         cfg = load_config(recipe, list(set_ or []) + [f"data.root={root}", "data.builtin=null"])
-        cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data)})
+        cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, model=cfg.model)})
         dm = SegDataModule(cfg)
         dm.setup("fit")
         problems = dm.preflight()

@@ -406,7 +406,7 @@ def _fit(cfg: Config, run_dir: Path, point: ResumePoint | None,
     resumed = point is not None
     # Every check (config, model, every data file) runs before the run folder is created or changed:
     # a mistake leaves nothing behind.
-    cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
+    cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"), model=cfg.model)})
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegTask(cfg)
     check_model_fits_config(cfg, task.model)
