@@ -153,7 +153,8 @@ def _print_train_summary(run_dir: Path) -> None:
     if s.get("status") == "stopped_early":
         err_console.print(f"[bold yellow]warning:[/] {s.get('note')}", highlight=False, soft_wrap=True)
     console.print(
-        f"[green]done[/] in {s.get('train_seconds', 0):.0f} s: {s.get('epochs')} epochs, {s.get('steps')} steps"
+        f"[green]done[/] in {s.get('train_seconds', 0):.0f} s: epoch {s.get('epochs')}"
+        + (f"/{s['max_epochs']}" if (s.get("max_epochs") or 0) > 0 else "") + f", {s.get('steps')} steps"
         + (f", best validation {s.get('val_metric', 'dice')} {best:.4f}" if best is not None else "")
         + f"\nrun folder: {run_dir}"
     )
@@ -526,9 +527,21 @@ class _LogFormat(logging.Formatter):
         return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr``: a progress bar redirects it while drawing, so lines go above the bar."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def _show_medseg_logs() -> None:
     """medseg's INFO and WARNING lines on stderr, one line each (libraries' loggers stay quiet)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_LogFormat())
     log = logging.getLogger("medseg")
     log.addHandler(handler)

@@ -48,7 +48,8 @@ def test_readme_own_data_example_runs_as_written_on_a_grey_3_class_folder(tmp_pa
     assert "num_classes 3 (mask values 0..2)" in d["derived"]
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
     # evaluation and prediction reuse the derived values: per-image protocol, strict rule, 3 classes
-    res = CliRunner().invoke(app, ["evaluate", str(run)])
+    res = CliRunner().invoke(app, ["evaluate", str(run)], env={"MEDSEG_PROGRESS": "1"})  # as on a terminal
     assert res.exit_code == 0, res.output
+    assert "evaluate test" in res.output and "2/2" in res.output  # its progress bar
     s = json.loads((run / "eval" / "test-image-strict" / "summary.json").read_text())
     assert (s["protocol"], s["mode"], s["cases"], len(s["classes"])) == ("image", "strict", 2, 2)

@@ -330,6 +330,7 @@ def evaluate_split(
     from medseg.data.base import check_image
     from medseg.engine.predict import guarded
     from medseg.metrics import MetricTable, class_group_means, confusion_counts, evaluate_case, pooled_summary
+    from medseg.progress import track
 
     cfg = predictor.cfg
     num_classes = cfg.data.num_classes
@@ -374,7 +375,7 @@ def evaluate_split(
     start = time.perf_counter()
     columns: list[str] | None = None
     with open(out / "cases.csv", "w", encoding="utf-8", errors="backslashreplace") as log:
-        for cid in ids:
+        for cid in track(ids, f"evaluate {split}"):
             n = len(table.rows)
             guarded(cid, partial(score, cid), failures, fail_fast=fail_fast)
             if len(table.rows) > n:

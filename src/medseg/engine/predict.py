@@ -485,7 +485,9 @@ def predict_paths(
     written: list[Path] = []
     failures: list[str] = []
     options = {"overlay": overlay, "probabilities": probabilities, "allow_nonfinite": allow_nonfinite}
-    for path in paths:
+    from medseg.progress import track
+
+    for path in track(paths, "predict"):
         done = guarded(str(path), partial(_predict_file, predictor, path, out_dir, **options), failures,
                        fail_fast=fail_fast)
         if done is not None:

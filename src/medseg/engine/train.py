@@ -87,8 +87,24 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return precision
 
 
+class EpochBar(RichProgressBar):
+    """Lightning's rich bar with epochs counted from 1: a one-epoch run reads "Epoch 1/1" (Lightning's: "0/0")."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            text += f"/{self.trainer.max_epochs}"
+        if len(self.validation_description) > len(text):  # as Lightning: no flicker between the two
+            text = f"{text:{len(self.validation_description)}}"
+        return text
+
+
 class History(Callback):
-    """Per-epoch train loss and validation metrics; writes ``curves.png``; survives resume."""
+    """Per-epoch train loss and validation metrics; writes ``curves.png``; survives resume.
+
+    Each row's ``epoch`` is the epoch's number counted from 1 and ``step`` the training steps (batches) done by
+    its end, so the last row of a one-epoch run of two batches reads epoch 1, step 2.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -100,7 +116,7 @@ class History(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
-        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        row = {"epoch": float(trainer.current_epoch + 1), "step": float(trainer.global_step)}
         for key in ("train/loss_epoch", "val/loss", "val/dice"):
             if key in m:
                 row[key] = float(m[key])
@@ -121,7 +137,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ep = [r["epoch"] + 1 for r in rows]
+    ep = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, style in (("train/loss_epoch", "-o"), ("val/loss", "-s")):
         pts = [(e, r[key]) for e, r in zip(ep, rows) if key in r]
@@ -264,7 +280,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
     if has_val and t.val_time_fraction:
         cbs.append(ValidationBudget(t.val_time_fraction, t.check_val_every_n_epoch, t.max_epochs))
     if t.progress:
-        cbs.append(RichProgressBar(leave=True))
+        cbs.append(EpochBar(leave=True))
     cbs.extend(callbacks or [])
     manual = cfg.strategy.name == "feedback" and cfg.strategy.update == "per_pass"
     if manual and t.accumulate_grad_batches != 1:
@@ -530,7 +546,8 @@ def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: S
         "model": cfg.model.name,
         "params": count_parameters(task.model),
         "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
+        "max_epochs": cfg.trainer.max_epochs,
+        "steps": trainer.global_step,  # training steps = batches (MGRAD-UNet's 3 updates a batch count once)
         "start_step": history.start_step if history else 0,
         "train_seconds": round(prev.get("train_seconds", 0.0) + seconds, 2),
         "resumed": prev.get("resumed", 0) + int(resumed),
