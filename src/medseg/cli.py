@@ -221,9 +221,9 @@ def evaluate(
                                    allow_nonfinite=allow_nonfinite, precision=precision)
     except _user_error_types() as err:
         _fail(str(err))
-    from rich.markdown import Markdown
+    from medseg.tables import print_markdown
 
-    console.print(Markdown(summary["markdown"]))
+    print_markdown(console, summary["markdown"])
     console.print(f"{summary['cases']} cases in {summary['seconds']:.1f} s; files in {summary['out_dir']}")
     _exit_if_failed(summary["failed"], summary["cases"] + len(summary["failed"]))
 
@@ -247,9 +247,9 @@ def compare(
         files = write(result, out)
     except _user_error_types() as err:
         _fail(str(err))
-    from rich.markdown import Markdown
+    from medseg.tables import print_markdown
 
-    console.print(Markdown(to_markdown(result)))
+    print_markdown(console, to_markdown(result))
     console.print(f"files in {out}: {', '.join(p.name for p in files.values())}")
 
 
@@ -328,12 +328,16 @@ def recipes(ctx: typer.Context) -> None:
 
     from medseg.config import load_config, recipe_names
 
+    import textwrap
+
     names = recipe_names()
     table = Table(box=None, pad_edge=False)
     table.add_column("recipe", style="cyan", no_wrap=True, min_width=max(map(len, names)))
-    table.add_column("description", no_wrap=True, overflow="ellipsis")  # one line each
+    table.add_column("description", no_wrap=True)  # one line each, shortened between words (never mid-word)
+    room = max(20, console.width - max(map(len, names)) - 1)
     for name in names:
-        table.add_row(name, _first_sentence(load_config(name).description))
+        table.add_row(name, textwrap.shorten(_first_sentence(load_config(name).description), room, placeholder=" …",
+                                                break_on_hyphens=False, break_long_words=False))
     console.print(table)
 
 
@@ -433,9 +437,9 @@ def stats(
     if format == "json":
         print(text)
     else:
-        from rich.markdown import Markdown
+        from medseg.tables import print_markdown
 
-        console.print(Markdown(text))
+        print_markdown(console, text)
 
 
 # ----------------------------------------------------------------------------------------- export

@@ -344,7 +344,8 @@ def evaluate_split(
         volume = _holds_volumes(reader, ids)
         protocol = resolve_protocol(protocol, volume)
         mode = resolve_mode(mode, protocol)
-    table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel")
+    table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel",
+                        class_names=dict(enumerate(names)))  # cases.csv and summary.json name classes as the table
     polyp = None
     if protocol == "polyp":
         from medseg.metrics import PolypEvaluator
