@@ -324,11 +324,11 @@ def recipes(ctx: typer.Context) -> None:
     """List the built-in recipes with a one-line description each (`medseg recipes show NAME` for the rest)."""
     if ctx.invoked_subcommand is not None:
         return
+    import textwrap
+
     from rich.table import Table
 
     from medseg.config import load_config, recipe_names
-
-    import textwrap
 
     names = recipe_names()
     table = Table(box=None, pad_edge=False)
