@@ -350,6 +350,9 @@ class Config(_Strict):
         data = info.data.get("data")
         if data is None or data.num_classes == "auto":
             return v
+        if v.protocol == "polyp" and data.num_classes != 2:
+            raise ValueError(f"the polyp protocol is binary (PraNet's metrics) but data.num_classes is {data.num_classes}: "
+                             "use eval.protocol=image (per-image Dice, IoU, HD95 per class) or auto")
         for key, groups in (("label_groups", v.label_groups), ("class_groups", v.class_groups)):
             for g in groups:
                 bad = [lab for lab in g.labels if lab >= data.num_classes]

@@ -80,3 +80,12 @@ def test_class_indices_with_a_gap_and_other_formats(tmp_path):
     assert d.num_classes == 4 and "mask values 0..3; no pixel of class 2" in d.derived
     with pytest.raises(DataError, match="auto is derived only for 2D image folders"):
         _derive(root, ["data.format=nnunet_raw"])
+
+
+def test_the_polyp_protocol_on_a_multi_class_task_is_refused_before_training():
+    """The third stumble of the old README example (unet_kvasir on 3 classes) now stops at the config, not after training."""
+    from medseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match="polyp protocol is binary .* data.num_classes is 3: use eval.protocol=image"):
+        load_config("unet_kvasir", ["data.num_classes=3"])
+    assert load_config("unet_kvasir", ["data.num_classes=3", "eval.protocol=image"]).eval.protocol == "image"
