@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
 from types import SimpleNamespace
 
@@ -58,7 +59,8 @@ def _train(tmp_path, name, sets):
     data = tmp_path / "grey" if (tmp_path / "grey").is_dir() else make_grey_classes(tmp_path / "grey")
     out = tmp_path / name
     args = ["train", "--recipe", "unet", "--data", str(data), "--out", str(out)]
-    for s in [*ONE_EPOCH, "data.batch_size=4", "trainer.log_every_n_steps=1", *sets]:
+    # trainer.progress on: CliRunner's stderr is no terminal, so one line per epoch instead of a bar
+    for s in [*ONE_EPOCH, "trainer.progress=true", "data.batch_size=4", "trainer.log_every_n_steps=1", *sets]:
         args += ["--set", s]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -66,10 +68,14 @@ def _train(tmp_path, name, sets):
     return res.output, json.loads((out / "summary.json").read_text()), rows
 
 
-def test_one_epoch_counts_and_mgrad_steps_are_batches(tmp_path):
+def test_one_epoch_counts_and_mgrad_steps_are_batches(tmp_path, caplog):
     # 12 images: 9 for training (seeded split), batches of 4 with drop_last -> 2 batches = 2 steps an epoch
+    caplog.set_level(logging.INFO, logger="medseg")
     output, s, rows = _train(tmp_path, "unet", [TINY_UNET_WIDTHS])
     assert "epoch 1/1, 2 steps" in output
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epoch_lines) == 1 and epoch_lines[0].startswith("epoch 1/1: 2 steps, train loss ")
+    assert "val dice" in epoch_lines[0] and "━" not in output  # no bar drawn off a terminal
     assert (s["epochs"], s["max_epochs"], s["steps"]) == (1, 1, 2)
     assert [(r["epoch"], r["step"]) for r in s["history"]] == [(1, 2)]  # epoch 1 ended after step 2
     # metrics.csv keeps Lightning's 0-based indexes: one epoch (0), steps 0 and 1, one loss row per step

@@ -99,6 +99,31 @@ class EpochBar(RichProgressBar):
         return text
 
 
+class EpochLines(Callback):
+    """Where no bar is drawn (stderr is not a terminal: a log file, a pipe), one line per epoch instead, e.g.
+    ``epoch 3/14: 75 steps, train loss 0.512, val loss 0.498, val dice 0.8012 (12.3 s)``."""
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+        self._validated = False
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0, self._validated = time.perf_counter(), False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = [f"{trainer.global_step} steps"] + [f"{label} {float(m[key]):.{digits}f}" for key, label, digits in (
+            ("train/loss_epoch", "train loss", 3), ("val/loss", "val loss", 3), ("val/dice", "val dice", 4))
+            if key in m and (self._validated or not key.startswith("val/"))]  # no stale values of an unvalidated epoch
+        _log.info("epoch %d%s: %s (%.1f s)", trainer.current_epoch + 1, of, ", ".join(parts), time.perf_counter() - self._t0)
+
+
 class History(Callback):
     """Per-epoch train loss and validation metrics; writes ``curves.png``; survives resume.
 
@@ -279,8 +304,13 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
     )
     if has_val and t.val_time_fraction:
         cbs.append(ValidationBudget(t.val_time_fraction, t.check_val_every_n_epoch, t.max_epochs))
-    if t.progress:
+    from medseg.progress import progress_enabled
+
+    show_bar = t.progress and progress_enabled()  # a bar on a terminal; one line per epoch in logs and pipes
+    if show_bar:
         cbs.append(EpochBar(leave=True))
+    elif t.progress:
+        cbs.append(EpochLines())
     cbs.extend(callbacks or [])
     manual = cfg.strategy.name == "feedback" and cfg.strategy.update == "per_pass"
     if manual and t.accumulate_grad_batches != 1:
@@ -310,7 +340,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
         ],
         callbacks=cbs,
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=t.progress,
+        enable_progress_bar=show_bar,
         enable_model_summary=False,
     )
 
