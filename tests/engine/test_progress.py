@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 from medseg.progress import progress_enabled, track
-from tiny_runs import ONE_EPOCH, TINY_UNET_WIDTHS, make_grey_classes
+from tiny_runs import ONE_EPOCH, make_grey_classes
 
 
 def test_bar_is_drawn_on_a_terminal_and_nothing_is_written_elsewhere(monkeypatch):
@@ -68,23 +68,20 @@ def _train(tmp_path, name, sets):
     return res.output, json.loads((out / "summary.json").read_text()), rows
 
 
-def test_one_epoch_counts_and_mgrad_steps_are_batches(tmp_path, caplog):
-    # 12 images: 9 for training (seeded split), batches of 4 with drop_last -> 2 batches = 2 steps an epoch
+def test_one_epoch_mgrad_run_counts_epochs_from_one_and_steps_as_batches(tmp_path, caplog):
+    """A 1-epoch MGRAD-UNet run: 3 feedback passes and 3 optimizer updates a batch, still one step a batch.
+
+    12 images: 9 for training (seeded split), batches of 4 with drop_last -> 2 batches = 2 steps (before: 6)."""
     caplog.set_level(logging.INFO, logger="medseg")
-    output, s, rows = _train(tmp_path, "unet", [TINY_UNET_WIDTHS])
+    mgrad = ["model.name=mgrad_unet", "model.kwargs={encoder_channels: [4, 8, 8, 16, 16], width: 4}",
+             "strategy.name=feedback", "strategy.feedback_iters=3", "strategy.update=per_pass"]
+    output, s, rows = _train(tmp_path, "mgrad", mgrad)
     assert "epoch 1/1, 2 steps" in output
+    assert (s["epochs"], s["max_epochs"], s["steps"]) == (1, 1, 2)
+    assert [(r["epoch"], r["step"]) for r in s["history"]] == [(1, 2)]  # epoch 1 ended after step 2
     epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(epoch_lines) == 1 and epoch_lines[0].startswith("epoch 1/1: 2 steps, train loss ")
     assert "val dice" in epoch_lines[0] and "━" not in output  # no bar drawn off a terminal
-    assert (s["epochs"], s["max_epochs"], s["steps"]) == (1, 1, 2)
-    assert [(r["epoch"], r["step"]) for r in s["history"]] == [(1, 2)]  # epoch 1 ended after step 2
     # metrics.csv keeps Lightning's 0-based indexes: one epoch (0), steps 0 and 1, one loss row per step
     assert {r["epoch"] for r in rows} == {"0"} and max(int(r["step"]) for r in rows) == 1
-    assert [r["step"] for r in rows if r.get("train/loss_step")] == ["0", "1"]
-    # MGRAD-UNet: 3 feedback passes, 3 optimizer updates a batch, still 2 steps (before: 6)
-    mgrad = ["model.name=mgrad_unet", "model.kwargs={encoder_channels: [4, 8, 8, 16, 16], width: 4}",
-             "strategy.name=feedback", "strategy.feedback_iters=3"]
-    output, s, rows = _train(tmp_path, "mgrad", mgrad)
-    assert "epoch 1/1, 2 steps" in output
-    assert (s["epochs"], s["steps"]) == (1, 2) and s["history"][-1]["step"] == 2
     assert [r["step"] for r in rows if r.get("train/loss_step")] == ["0", "1"]
