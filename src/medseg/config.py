@@ -464,7 +464,13 @@ def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, com
     data = cfg.to_dict()
     if any(parse_override(o)[0][:2] == ["data", "normalize"] for o in overrides):
         data["data"]["inputs"]["normalize"] = {}
-    return validate(apply_overrides(data, overrides), where=f"{where} with --set")
+    out = validate(apply_overrides(data, overrides), where=f"{where} with --set")
+    from medseg.data.derive import auto_keys
+
+    if auto_keys(out.data):
+        raise ConfigError(f"--set data.{auto_keys(out.data)[0]}=auto: values are derived from the data only when "
+                          "training starts; give the value")
+    return out
 
 
 def _apply_presets(data: dict[str, Any]) -> dict[str, Any]:
