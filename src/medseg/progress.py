@@ -78,7 +78,8 @@ def progress_bar(description: str, total: int | None, *, console: Any = None) ->
 
 
 def track(items: Iterable[T], description: str, total: int | None = None, *, console: Any = None) -> Iterator[T]:
-    """Yield ``items`` while a :func:`progress_bar` counts them."""
+    """Yield ``items`` while a :func:`progress_bar` counts them (for loops that cannot raise: an exception in the
+    loop body leaves the bar drawn until the generator is collected; use :func:`progress_bar` there)."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     with progress_bar(description, total, console=console) as bar:

@@ -330,7 +330,7 @@ def evaluate_split(
     from medseg.data.base import check_image
     from medseg.engine.predict import guarded
     from medseg.metrics import MetricTable, class_group_means, confusion_counts, evaluate_case, pooled_summary
-    from medseg.progress import track
+    from medseg.progress import progress_bar
 
     cfg = predictor.cfg
     num_classes = cfg.data.num_classes
@@ -375,10 +375,12 @@ def evaluate_split(
 
     start = time.perf_counter()
     columns: list[str] | None = None
-    with open(out / "cases.csv", "w", encoding="utf-8", errors="backslashreplace") as log:
-        for cid in track(ids, f"evaluate {split}"):
+    with open(out / "cases.csv", "w", encoding="utf-8", errors="backslashreplace") as log, \
+            progress_bar(f"evaluate {split}", len(ids)) as bar:  # closed before a --fail-fast error is printed
+        for cid in ids:
             n = len(table.rows)
             guarded(cid, partial(score, cid), failures, fail_fast=fail_fast)
+            bar.advance()
             if len(table.rows) > n:
                 log.write(table.csv_text(table.rows[n:], columns, header=columns is None))
                 log.flush()
