@@ -46,10 +46,12 @@ class NormalizeConfig(_Strict):
     ``imagenet``: ImageNet mean/std on [0, 1] RGB (or ``mean``/``std`` given explicitly);
     ``window``: clip to ``window`` (e.g. CT HU [-125, 275]) and scale to [0, 1];
     ``unit``: images already in [0, 1] (PNG/JPEG divided by 255, ACDC h5) are left as they are;
-    ``zscore``: per-image zero mean / unit variance.
+    ``zscore``: per-image zero mean / unit variance;
+    ``auto``: chosen from the data when training starts (:mod:`medseg.data.derive`): ``zscore`` for grey
+    and for RGB images, ``imagenet`` for RGB images into a pretrained backbone.
     """
 
-    kind: Literal["imagenet", "window", "unit", "zscore"] = "unit"
+    kind: Literal["imagenet", "window", "unit", "zscore", "auto"] = "unit"
     window: tuple[float, float] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -93,8 +95,10 @@ class DataConfig(_Strict):
     builtin_count: int | None = None
     image_dir: str = "images"
     mask_dir: str = "masks"
-    num_classes: int = 2  # including background; 2 = binary
-    in_channels: int = 1
+    # ``auto`` (here, in data.size, data.normalize.kind and the three split names): derived from the data folder
+    # when training starts (medseg.data.derive), written into the run's config.yaml and described in ``derived``
+    num_classes: int | Literal["auto"] = 2  # including background; 2 = binary
+    in_channels: int | Literal["auto"] = 1
     class_names: list[str] | None = None
     train_split: str = "train"
     val_split: str | None = "val"
@@ -103,10 +107,11 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)  # used when no val split file exists
     test_fraction: float = Field(0.2, ge=0, lt=1)  # seeded split by case when a data set has no split files at all
     fold: int = 0  # nnU-Net splits_final.json fold
-    size: tuple[PositiveInt, PositiveInt] = (224, 224)
+    size: tuple[PositiveInt, PositiveInt] | Literal["auto"] = (224, 224)
     multiscale: list[PositiveInt] | None = None  # one size per batch from this list (training only)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     inputs: InputsConfig = Field(default_factory=InputsConfig)  # filled by `medseg train`
+    derived: str | None = None  # what `medseg train` derived from the data for the ``auto`` values (one line)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     skip_empty_slices: bool = False
     max_train_cases: int | None = None  # subset for quick runs
@@ -120,14 +125,16 @@ class DataConfig(_Strict):
 
     @field_validator("num_classes")
     @classmethod
-    def _classes(cls, v: int) -> int:
-        if v < 2:
+    def _classes(cls, v: int | str) -> int | str:
+        if v != "auto" and v < 2:
             raise ValueError("num_classes counts the background: use 2 for a binary task")
         return v
 
     @property
     def out_channels(self) -> int:
         """1 for binary (sigmoid), else ``num_classes`` (softmax)."""
+        if self.num_classes == "auto":
+            raise ConfigError("data.num_classes is 'auto': it is derived from the data when training starts")
         return 1 if self.num_classes == 2 else self.num_classes
 
 
@@ -341,8 +348,11 @@ class Config(_Strict):
     @classmethod
     def _groups_fit_the_classes(cls, v: EvalConfig, info: ValidationInfo) -> EvalConfig:
         data = info.data.get("data")
-        if data is None:
+        if data is None or data.num_classes == "auto":
             return v
+        if v.protocol == "polyp" and data.num_classes != 2:
+            raise ValueError(f"the polyp protocol is binary (PraNet's metrics) but data.num_classes is {data.num_classes}: "
+                             "use eval.protocol=image (per-image Dice, IoU, HD95 per class) or auto")
         for key, groups in (("label_groups", v.label_groups), ("class_groups", v.class_groups)):
             for g in groups:
                 bad = [lab for lab in g.labels if lab >= data.num_classes]
@@ -454,7 +464,13 @@ def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, com
     data = cfg.to_dict()
     if any(parse_override(o)[0][:2] == ["data", "normalize"] for o in overrides):
         data["data"]["inputs"]["normalize"] = {}
-    return validate(apply_overrides(data, overrides), where=f"{where} with --set")
+    out = validate(apply_overrides(data, overrides), where=f"{where} with --set")
+    from medseg.data.derive import auto_keys
+
+    if auto_keys(out.data):
+        raise ConfigError(f"--set data.{auto_keys(out.data)[0]}=auto: values are derived from the data only when "
+                          "training starts; give the value")
+    return out
 
 
 def _apply_presets(data: dict[str, Any]) -> dict[str, Any]:

@@ -330,6 +330,7 @@ def evaluate_split(
     from medseg.data.base import check_image
     from medseg.engine.predict import guarded
     from medseg.metrics import MetricTable, class_group_means, confusion_counts, evaluate_case, pooled_summary
+    from medseg.progress import progress_bar
 
     cfg = predictor.cfg
     num_classes = cfg.data.num_classes
@@ -343,7 +344,8 @@ def evaluate_split(
         volume = _holds_volumes(reader, ids)
         protocol = resolve_protocol(protocol, volume)
         mode = resolve_mode(mode, protocol)
-    table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel")
+    table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel",
+                        class_names=dict(enumerate(names)))  # cases.csv and summary.json name classes as the table
     polyp = None
     if protocol == "polyp":
         from medseg.metrics import PolypEvaluator
@@ -373,10 +375,12 @@ def evaluate_split(
 
     start = time.perf_counter()
     columns: list[str] | None = None
-    with open(out / "cases.csv", "w", encoding="utf-8", errors="backslashreplace") as log:
+    with open(out / "cases.csv", "w", encoding="utf-8", errors="backslashreplace") as log, \
+            progress_bar(f"evaluate {split}", len(ids)) as bar:  # closed before a --fail-fast error is printed
         for cid in ids:
             n = len(table.rows)
             guarded(cid, partial(score, cid), failures, fail_fast=fail_fast)
+            bar.advance()
             if len(table.rows) > n:
                 log.write(table.csv_text(table.rows[n:], columns, header=columns is None))
                 log.flush()

@@ -485,11 +485,15 @@ def predict_paths(
     written: list[Path] = []
     failures: list[str] = []
     options = {"overlay": overlay, "probabilities": probabilities, "allow_nonfinite": allow_nonfinite}
-    for path in paths:
-        done = guarded(str(path), partial(_predict_file, predictor, path, out_dir, **options), failures,
-                       fail_fast=fail_fast)
-        if done is not None:
-            written.append(done)
+    from medseg.progress import progress_bar
+
+    with progress_bar("predict", len(paths)) as bar:  # closed before a --fail-fast error is printed
+        for path in paths:
+            done = guarded(str(path), partial(_predict_file, predictor, path, out_dir, **options), failures,
+                           fail_fast=fail_fast)
+            bar.advance()
+            if done is not None:
+                written.append(done)
     return written, failures
 
 

@@ -139,7 +139,7 @@ class SegTask(pl.LightningModule):
 
         The scheduler steps once per optimizer step, except under MGRAD-UNet's per-pass feedback,
         which steps the optimizer ``feedback_iters`` times a batch but the scheduler once a batch;
-        Lightning's ``max_steps`` counts optimizer steps, so it is divided by the passes there.
+        Lightning's ``max_steps`` counts batches there too (:mod:`medseg.engine.strategies`).
         """
         trainer = self.trainer
         # The loader's length, without creating the loader Lightning iterates: that one must be made after a
@@ -158,9 +158,7 @@ class SegTask(pl.LightningModule):
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
         total = per_epoch * epochs if epochs else None
         if trainer.max_steps is not None and trainer.max_steps > 0:
-            passes = self.cfg.strategy.feedback_iters if manual else 1
-            by_steps = math.ceil(trainer.max_steps / passes)
-            total = by_steps if total is None else min(total, by_steps)
+            total = trainer.max_steps if total is None else min(total, trainer.max_steps)
         return per_epoch, max(1, total if total is not None else per_epoch)
 
     def configure_optimizers(self) -> dict[str, Any]:
