@@ -75,7 +75,11 @@ class InputsConfig(_Strict):
 
 
 class AugmentConfig(_Strict):
-    """Training augmentation (MONAI). ``preset: transunet`` is TransUNet's RandomGenerator."""
+    """Training augmentation (MONAI). ``preset: transunet`` is TransUNet's RandomGenerator.
+
+    ``prob``: probability of each ``basic`` transform; ``rotate_prob``: probability of the ±``rotate_deg``
+    rotation alone (``null``: ``prob``, as before; MSNet/M2SNet's official loader rotates every sample: 1.0).
+    """
 
     preset: Literal["none", "basic", "transunet"] = "basic"
     flip: bool = True
@@ -83,6 +87,7 @@ class AugmentConfig(_Strict):
     rot90: bool = False
     rotate_deg: NonNegativeFloat = 0.0
     prob: float = Field(0.5, ge=0, le=1)
+    rotate_prob: float | None = Field(None, ge=0, le=1)
 
 
 class DataConfig(_Strict):
