@@ -2,6 +2,7 @@
 
 from medseg.models import (  # noqa: F401
     attention_unet,
+    fcn,
     mda_unet,
     mgrad_unet,
     msnet,
