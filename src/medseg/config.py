@@ -114,6 +114,10 @@ class DataConfig(_Strict):
     inputs: InputsConfig = Field(default_factory=InputsConfig)  # filled by `medseg train`
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     skip_empty_slices: bool = False
+    # "classes": 1 sigmoid channel (binary) or num_classes softmax channels; "regions": num_classes - 1 sigmoid
+    # channels, channel k = label >= k + 1 (nested regions: MDA-U-Net's organ incl. tumour, tumour), trained
+    # with region losses (region_bce) and decoded as nnU-Net's regions (medseg.engine.decode)
+    targets: Literal["classes", "regions"] = "classes"
     max_train_cases: int | None = None  # subset for quick runs
     max_val_cases: int | None = None
     batch_size: PositiveInt = 8
@@ -132,7 +136,9 @@ class DataConfig(_Strict):
 
     @property
     def out_channels(self) -> int:
-        """1 for binary (sigmoid), else ``num_classes`` (softmax)."""
+        """1 for binary (sigmoid), else ``num_classes`` (softmax); ``num_classes - 1`` sigmoid channels for regions."""
+        if self.targets == "regions":
+            return self.num_classes - 1
         return 1 if self.num_classes == 2 else self.num_classes
 
 
@@ -438,7 +444,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 #: ``data.*`` keys the trained model fixes: ``evaluate`` / ``predict --set`` cannot change them.
-FIXED_BY_MODEL = ("data.num_classes", "data.in_channels")
+FIXED_BY_MODEL = ("data.num_classes", "data.in_channels", "data.targets")
 
 
 def check_run_overrides(overrides: list[str], command: str = "evaluate") -> None:
