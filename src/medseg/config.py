@@ -77,7 +77,11 @@ class InputsConfig(_Strict):
 
 
 class AugmentConfig(_Strict):
-    """Training augmentation (MONAI). ``preset: transunet`` is TransUNet's RandomGenerator."""
+    """Training augmentation (MONAI). ``preset: transunet`` is TransUNet's RandomGenerator.
+
+    ``prob``: probability of each ``basic`` transform; ``rotate_prob``: probability of the ±``rotate_deg``
+    rotation alone (``null``: ``prob``, as before; MSNet/M2SNet's official loader rotates every sample: 1.0).
+    """
 
     preset: Literal["none", "basic", "transunet"] = "basic"
     flip: bool = True
@@ -85,6 +89,7 @@ class AugmentConfig(_Strict):
     rot90: bool = False
     rotate_deg: NonNegativeFloat = 0.0
     prob: float = Field(0.5, ge=0, le=1)
+    rotate_prob: float | None = Field(None, ge=0, le=1)
 
 
 class DataConfig(_Strict):
@@ -114,6 +119,10 @@ class DataConfig(_Strict):
     derived: str | None = None  # what `medseg train` derived from the data for the ``auto`` values (one line)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     skip_empty_slices: bool = False
+    # "classes": 1 sigmoid channel (binary) or num_classes softmax channels; "regions": num_classes - 1 sigmoid
+    # channels, channel k = label >= k + 1 (nested regions: MDA-U-Net's organ incl. tumour, tumour), trained
+    # with region losses (region_bce) and decoded as nnU-Net's regions (medseg.engine.decode)
+    targets: Literal["classes", "regions"] = "classes"
     max_train_cases: int | None = None  # subset for quick runs
     max_val_cases: int | None = None
     batch_size: PositiveInt = 8
@@ -132,9 +141,11 @@ class DataConfig(_Strict):
 
     @property
     def out_channels(self) -> int:
-        """1 for binary (sigmoid), else ``num_classes`` (softmax)."""
+        """1 for binary (sigmoid), else ``num_classes`` (softmax); ``num_classes - 1`` sigmoid channels for regions."""
         if self.num_classes == "auto":
             raise ConfigError("data.num_classes is 'auto': it is derived from the data when training starts")
+        if self.targets == "regions":
+            return self.num_classes - 1
         return 1 if self.num_classes == 2 else self.num_classes
 
 
@@ -443,7 +454,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 #: ``data.*`` keys the trained model fixes: ``evaluate`` / ``predict --set`` cannot change them.
-FIXED_BY_MODEL = ("data.num_classes", "data.in_channels")
+FIXED_BY_MODEL = ("data.num_classes", "data.in_channels", "data.targets")
 
 
 def check_run_overrides(overrides: list[str], command: str = "evaluate") -> None:

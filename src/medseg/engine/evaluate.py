@@ -10,7 +10,8 @@ every table but not in the average over labels.
   metrics are computed on the 3D volume (TransUNet's protocol), in voxels unless
   ``eval.use_spacing`` (then in mm from the volume's spacing).
 - ``polyp``: M2SNet/PraNet's table (mDice and mIoU at 0.5 and over PraNet's 256 thresholds, Fwβ,
-  Sα, mean and max Eφ, MAE; :mod:`medseg.metrics.polyp`). Every probability map is **min-max
+  Sα, mean and max Eφ, MAE, and a last, separately labelled column with MSNet's own soft Dice of
+  ``utils/metric.py``; :mod:`medseg.metrics.polyp`). Every probability map is **min-max
   normalised per image before all polyp metrics**, the 0.5-threshold Dice/IoU included, because
   the published numbers were computed that way (NOTES §2, §5.3): PraNet's ``MyTest.py`` saves
   min-max normalised maps, and MSNet/M2SNet's ``metric.py`` min-max normalises each saved map.

@@ -2,7 +2,9 @@
 
 Pre-processing equals validation's (normalisation + resize to the training size); predictions are
 resized back to each image's own size as probabilities (bilinear) before thresholding (binary,
-sigmoid > 0.5) or argmax (multi-class), as MSNet's prediction script does.
+sigmoid > 0.5) or argmax (multi-class), as MSNet's prediction script does; nested sigmoid regions
+(``data.targets: regions``, MDA-U-Net's organ / tumour channels) are decoded as nnU-Net does
+(:mod:`medseg.engine.decode`).
 With ``eval.inferer: sliding_window`` images keep their own size and MONAI's ``SlidingWindowInferer``
 runs windows of the training size over them (:meth:`Predictor.sliding_window_logits`).
 """
@@ -291,9 +293,11 @@ class Predictor:
         optimize_for_inference(self.model, channels_last=self.channels_last, fold_bn=True, compile=self.compile,
                                example_input=example)
 
-    @staticmethod
-    def to_probabilities(logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+    def to_probabilities(self, logits: Tensor) -> Tensor:
+        """Sigmoid (binary, ``data.targets: regions``) or softmax (:mod:`medseg.engine.decode`)."""
+        from medseg.engine.decode import to_probabilities
+
+        return to_probabilities(logits, self.cfg.data.targets)
 
     @torch.inference_mode()
     def probabilities(self, x: Tensor) -> Tensor:
@@ -309,9 +313,11 @@ class Predictor:
             total = p if total is None else total + p
         return total / 4
 
-    @staticmethod
-    def to_labels(probs: Tensor) -> Tensor:
-        return (probs[:, 0] > 0.5).long() if probs.shape[1] == 1 else probs.argmax(1)
+    def to_labels(self, probs: Tensor) -> Tensor:
+        """Threshold 0.5 (binary), argmax (classes) or nnU-Net's region decoding (:mod:`medseg.engine.decode`)."""
+        from medseg.engine.decode import to_labels
+
+        return to_labels(probs, self.cfg.data.targets)
 
     def _batches(self, images: list[np.ndarray], kind: str = "image") -> Iterator[tuple[int, Tensor]]:
         start = 0

@@ -208,7 +208,7 @@ class Overlays(Callback):
         for i in dict.fromkeys(idx.tolist()):
             s = ds[i]
             x = s["image"][None].to(pl_module.device)
-            pred = predict_labels(pl_module.model(x).logits)[0].cpu().numpy()
+            pred = predict_labels(pl_module.model(x).logits, pl_module.cfg.data.targets)[0].cpu().numpy()
             panel = overlay_panel(s["image"].numpy(), s["label"].numpy(), pred, pl_module.num_classes)
             name = f"{s['case']}" + (f"_slice{s['slice']:03d}" if s.get("slice") is not None else "")
             save_png(panel, out_dir / f"{name}.png")

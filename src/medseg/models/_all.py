@@ -2,6 +2,7 @@
 
 from medseg.models import (  # noqa: F401
     attention_unet,
+    fcn,
     flexible_unet,
     mda_unet,
     mgrad_unet,
