@@ -253,6 +253,57 @@ def compare(
     console.print(f"files in {out}: {', '.join(p.name for p in files.values())}")
 
 
+# -------------------------------------------------------------------------------------- reproduce
+@app.command()
+def reproduce(
+    name: Annotated[str | None, typer.Argument(help="Paper table to reproduce (see --list).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data folder for every run (default: the recipe's).")] = None,
+    budget: Annotated[str, typer.Option(help="cpu-small (a row trains <= 8 min on a 2-core CPU) or paper (the recipe as it is).")] = "cpu-small",
+    seeds: Annotated[int, typer.Option(help="Runs per row, with seed=0..N-1; the table shows mean ± sd.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Parent folder of the grid (default reproduce/<name>-<budget>); run again to continue it.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Run the grid on another recipe (e.g. snet_acdc); the paper numbers are then not shown.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Extra override for every run: key=value (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="Evaluation device: cpu or cuda.")] = "cpu",
+    list_: Annotated[bool, typer.Option("--list", help="List the tables and exit.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the grid's train / evaluate commands and exit.")] = False,
+) -> None:
+    """Reproduce a paper table: train its grid of runs (resumable), evaluate them, and write the table
+    (Markdown + JSON) with the paper's numbers beside ours and paired statistics against the baseline row."""
+    from medseg.experiments.tables import TABLES
+
+    if list_:
+        from rich.table import Table as RichTable
+
+        listing = RichTable("table", "rows", "recipe", "what", box=None, pad_edge=False)
+        for t in TABLES.values():
+            listing.add_row(t.name, str(len(t.rows)), t.recipe, t.title)
+        console.print(listing)
+        return
+    if name is None:
+        _fail(f"give a table name; tables: {', '.join(TABLES)} (--list describes them)")
+    try:
+        from medseg.experiments import reproduce as rp
+
+        table = rp.get_table(name)
+        if dry_run:
+            target = out or rp.default_out(table, budget)
+            runs = rp.plan(table, out=target, budget=budget, seeds=seeds, data=data, recipe=recipe, extra=set_ or [])
+            print(f"# {table.title}\n# {table.source}\n# baseline row: {table.baseline}; {rp.estimate(table, runs, budget)}")
+            print("\n".join(rp.commands(runs, device)))
+            return
+        result = rp.reproduce(table, data=data, out=out, budget=budget, seeds=seeds, recipe=recipe,
+                              extra=set_ or [], device=device)
+    except _user_error_types() as err:  # TrainingInterrupted (Ctrl-C) carries its exit code 130 / 143
+        code = getattr(err, "exit_code", 2)
+        _fail(str(err) + ("; run the same `medseg reproduce` command to continue the grid" if code != 2 else ""), code)
+    from rich.markdown import Markdown
+
+    console.print(Markdown(Path(result["files"]["markdown"]).read_text()))
+    console.print(f"table written to {result['files']['markdown']} and {result['files']['json']}")
+    if result["failed_runs"]:
+        _fail(f"{result['failed_runs']} run(s) failed (listed in the table)", code=1)
+
+
 # ---------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
