@@ -290,6 +290,8 @@ def reproduce(
             runs = rp.plan(table, out=target, budget=budget, seeds=seeds, data=data, recipe=recipe, extra=set_ or [])
             print(f"# {table.title}\n# {table.source}\n# baseline row: {table.baseline}; {rp.estimate(table, runs, budget)}")
             print("\n".join(rp.commands(runs, device)))
+            for line in rp.check_configs(runs):  # a run whose settings do not validate would fail its row
+                print(f"# invalid: {line}")
             return
         result = rp.reproduce(table, data=data, out=out, budget=budget, seeds=seeds, recipe=recipe,
                               extra=set_ or [], device=device)

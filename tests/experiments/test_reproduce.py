@@ -209,6 +209,27 @@ def test_cli_list_and_dry_run(tmp_path):
     assert f"--out {tmp_path / 'g' / 'unstagger-seed1'}" in train[1] and "'preset=[unstagger]'" in train[0]
     assert "trainer.max_time_s=480" in train[0] and "--set seed=1" in train[1]
     assert "<= 32 min in all" in res.output
-    assert not (tmp_path / "g").exists()  # a dry run writes nothing
+    assert not (tmp_path / "g").exists() and "# invalid" not in res.output  # a dry run writes nothing
+    res = runner.invoke(app, ["reproduce", "snet-table5", "--dry-run", "--set", "optim.lr=-1"])
+    assert res.exit_code == 0 and res.output.count("# invalid: ") == 2 and "optim.lr" in res.output
     bad = runner.invoke(app, ["reproduce", "no-such-table", "--dry-run"])
     assert bad.exit_code == 2 and "unknown table" in bad.output
+
+
+def test_value_of_reads_each_column_kind():
+    summary = {
+        "class_names": ["background", "RV", "LV"],
+        "average": {"dice": {"mean": 0.5}, "hd95": {"mean": 7.0}},
+        "classes": {"1": {"dice": {"mean": 0.4}}, "2": {"dice": {"mean": 0.6}, "hd95": {"mean": float("nan")}}},
+        "pooled": {"average": {"dice": {"mean": 0.55}}, "classes": {"1": {"dice": {"mean": 0.45}}}},
+        "class_groups": {"small": {"labels": [1], "dice": {"mean": 0.4}}},
+        "polyp": {"meanDic": 0.8},
+    }
+    assert rp.value_of(summary, "avg:dice") == 0.55  # pooled when the recipe pools (as the paper row)
+    assert rp.value_of(summary, "avg:hd95") == 7.0  # distances are per case
+    assert rp.value_of(summary, "class:RV:dice") == 0.45
+    assert rp.value_of(summary, "class:LV:hd95") is None  # NaN
+    assert rp.value_of(summary, "class:Myo:dice") is None  # no such class
+    assert rp.value_of(summary, "group:small") == 0.4 and rp.value_of(summary, "polyp:meanDic") == 0.8
+    with pytest.raises(ValueError, match="unknown column kind"):
+        rp.value_of(summary, "mean:dice")

@@ -124,6 +124,19 @@ def commands(runs: list[PlannedRun], device: str = "cpu") -> list[str]:
     return lines
 
 
+def check_configs(runs: list[PlannedRun]) -> list[str]:
+    """``<run>: <problem>`` for every run whose recipe + overrides do not validate (nothing is built)."""
+    from medseg.config import ConfigError, load_config
+
+    problems = []
+    for r in runs:
+        try:
+            load_config(r.recipe, r.overrides())
+        except ConfigError as err:
+            problems.append(f"{r.id}: {err}")
+    return problems
+
+
 def estimate(table: Table, runs: list[PlannedRun], budget: str) -> str:
     """One line: how long the grid's training takes at most (cpu-small) or that it follows the recipe."""
     if budget == "cpu-small":
@@ -270,6 +283,8 @@ def evaluate(outcome: Outcome, device: str = "cpu") -> Outcome:
 def value_of(summary: dict[str, Any], key: str) -> float | None:
     """A column's value in an evaluation summary (see :class:`~medseg.experiments.tables.Column`); None if absent."""
     kind, _, rest = key.partition(":")
+    if kind not in ("avg", "class", "group", "polyp"):
+        raise ValueError(f"unknown column kind {kind!r} in {key!r}; use avg, class, group or polyp")
     try:
         if kind == "avg":
             src = summary["pooled"] if rest in OVERLAP and summary.get("pooled") else summary
@@ -281,10 +296,8 @@ def value_of(summary: dict[str, Any], key: str) -> float | None:
             v = src["classes"][str(idx)][metric]["mean"]
         elif kind == "group":
             v = summary["class_groups"][rest]["dice"]["mean"]
-        elif kind == "polyp":
-            v = summary["polyp"][rest]
         else:
-            raise ValueError(f"unknown column kind {kind!r} in {key!r}")
+            v = summary["polyp"][rest]
     except (KeyError, IndexError, TypeError, ValueError):
         return None
     return float(v) if v is not None and math.isfinite(float(v)) else None
