@@ -409,7 +409,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         unit = "" if m in LOWER_IS_BETTER else " (%)"
         head += [f"Δ {m}{unit} [95 % CI]", f"p ({m})", f"W/T/L ({m})"]
     lines = [f"## {result['title']}", "", f"Source: {result['source']}", "",
-             f"Recipe `{result['recipe']}`, budget `{result['budget']}`, seeds 0..{result['seeds'] - 1}, "
+             f"Recipe `{result['recipe']}`, budget `{result['budget']}`, "
+             + (f"seeds 0..{result['seeds'] - 1}, " if result["seeds"] > 1 else "seed 0, ") +
              f"data `{result['data']}`; baseline row of the statistics: `{result['baseline']}`.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
@@ -418,7 +419,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         cells = [label]
         for c in cols:
             p = r["paper"].get(c["key"])
-            cells.append("" if p is None else f"{p:g}")
+            cells.append("" if p is None else f"{p:.2f}")
             if r["status"] == "failed":
                 cells.append("failed (see below)" if c is cols[0] else "")
             else:
