@@ -298,9 +298,9 @@ def reproduce(
     except _user_error_types() as err:  # TrainingInterrupted (Ctrl-C) carries its exit code 130 / 143
         code = getattr(err, "exit_code", 2)
         _fail(str(err) + ("; run the same `medseg reproduce` command to continue the grid" if code != 2 else ""), code)
-    from rich.markdown import Markdown
+    from medseg.tables import print_markdown
 
-    console.print(Markdown(Path(result["files"]["markdown"]).read_text()))
+    print_markdown(console, Path(result["files"]["markdown"]).read_text())
     console.print(f"table written to {result['files']['markdown']} and {result['files']['json']}")
     if result["failed_runs"]:
         _fail(f"{result['failed_runs']} run(s) failed (listed in the table)", code=1)

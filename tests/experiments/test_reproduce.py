@@ -88,7 +88,8 @@ def _run_grid(tmp_path_factory) -> dict:
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*-seed*/**/*") if p.is_file()}
     with pytest.MonkeyPatch.context() as mp:  # the third call through the command line
         mp.setitem(TABLES, "tiny", TINY)
-        cli = runner.invoke(app, ["reproduce", "tiny", "--data", str(data), "--out", str(out), "--seeds", "2"])
+        cli = runner.invoke(app, ["reproduce", "tiny", "--data", str(data), "--out", str(out), "--seeds", "2"],
+                            env={"COLUMNS": "80"})
     again = json.loads((out / "table.json").read_text())
     return {"out": out, "first": first.started, "interrupted": interrupted, "second": second.started,
             "result": result, "cli": cli, "again": again, "stamps": stamps}
@@ -151,6 +152,8 @@ def test_interrupted_run_resumes_and_finished_runs_are_skipped(grid):
     # exit code 1 because the broken row's runs failed
     cli = grid["cli"]
     assert cli.exit_code == 1 and "2 run(s) failed" in cli.output and "lr 0.01" in cli.output, cli.output
+    delta = f"{grid['result']['rows'][1]['stats']['dice']['mean_diff'] * 100:+.2f} ["
+    assert "…" not in cli.output and delta in cli.output  # the wide table, 80 columns wide, is not cut
     assert {p: p.stat().st_mtime_ns for p in grid["stamps"]} == grid["stamps"]
     assert set(grid["again"]["rows"][0]["actions"].values()) == {"skipped"}
     again, before = grid["again"]["rows"][1]["stats"]["dice"], grid["result"]["rows"][1]["stats"]["dice"]

@@ -75,23 +75,28 @@ class Table:
 # ---------------------------------------------------------------------------------------- budgets
 TIME_GUARD = f"trainer.max_time_s={CPU_SMALL_SECONDS}"
 
-#: m2snet_polyp's `cpu` preset (no pretrained backbone, no LossNet, fp32, batch 8, 0 workers), at 128 px
-#: (multi-scale 96/128) and 2 epochs: Res2Net-50 takes ~2 s per batch of 8 at 128 px on 2 cores.
-POLYP_CPU = ("preset=cpu", "data.size=[128,128]", "data.multiscale=[96,128]", "trainer.max_epochs=2", TIME_GUARD)
-#: SNet has no cpu preset: the quickstart recipe's SNet (~1 M parameters, 128 px, batch 8, AdamW 3e-3 with
-#: warm-up + cosine, which quickstart found to learn in a few hundred steps where the paper's SGD does not).
+# Step times measured by benchmarks/cpu_runs.py (benchmarks/results/cpu_runs.md) on this 2-core CPU.
+#: m2snet_polyp's `cpu` preset (random backbone, no LossNet, fp32, batch 8, 3 epochs) at 128 px, multi-scale
+#: 96/128: 1.1 s per batch, 113 batches per Kvasir epoch, ~6.3 min for the 3 epochs.
+POLYP_CPU = ("preset=cpu", "data.size=[128,128]", "data.multiscale=[96,128]", TIME_GUARD)
+#: snet_synapse has no cpu preset: snet_acdc's `cpu` preset as overrides (96 px, batch 12, CNN 16..256, ViT
+#: 16..128, AdamW 1e-3 constant, fp32): 0.44 s per batch; 5 epochs ~6.8 min on Synapse (185 batches), ~4 on ACDC.
 SNET_CPU = (
-    "data.size=[128,128]", "data.batch_size=8",
-    "model.kwargs.cnn_channels=[16,16,32,64,128]", "model.kwargs.vit_dims=[16,32,64,128]",
-    "optim={name: adamw, lr: 0.003, weight_decay: 0.0001}", "schedule={name: warmup_cosine, warmup_epochs: 1}",
-    "trainer.max_epochs=3", TIME_GUARD,
+    "data.size=[96,96]", "data.batch_size=12", "data.num_workers=0",
+    "model.kwargs.cnn_channels=[16,32,64,128,256]", "model.kwargs.vit_dims=[16,32,64,128]",
+    "optim={name: adamw, lr: 0.001, weight_decay: 0.0001}", "schedule={name: constant}",
+    "trainer.precision=32-true", "trainer.max_epochs=5", TIME_GUARD,
 )
-#: MGRAD-UNet has no cpu preset: encoder 16..256 channels and 16-channel decoders (the paper's 64..1024 / 64),
-#: 128 px, batch 8, AdamW at 1e-3 (10x the code's 1e-4, for the few hundred steps), 2 epochs.
+#: mgrad_unet_acdc's `cpu` preset (96 px, batch 12, encoder 16..256, decoders 16, AdamW 1e-3 constant, fp32):
+#: 5.5 s per batch (3 feedback passes), so the time guard ends the single epoch after ~88 batches
+#: (ACDC has 110, Synapse 185); the constant learning rate has no schedule to cut short.
+MGRAD_CPU_ACDC = ("preset=cpu", "trainer.max_epochs=1", TIME_GUARD)
+#: mgrad_unet_synapse has no cpu preset: the same settings as overrides.
 MGRAD_CPU = (
-    "data.size=[128,128]", "data.batch_size=8",
+    "data.size=[96,96]", "data.batch_size=12", "data.num_workers=0",
     "model.kwargs.encoder_channels=[16,32,64,128,256]", "model.kwargs.width=16",
-    "optim.lr=0.001", "trainer.max_epochs=2", TIME_GUARD,
+    "optim={name: adamw, lr: 0.001, weight_decay: 0.0001}", "schedule={name: constant}",
+    "trainer.precision=32-true", "trainer.max_epochs=1", TIME_GUARD,
 )
 
 # ----------------------------------------------------------------------------------------- polyp
@@ -261,7 +266,7 @@ MGRAD_ABLATION_ACDC = Table(
         Row("aggregated", "aggregated loss", ("preset=aggregated",)),
     ),
     baseline="full",
-    budgets={"cpu-small": MGRAD_CPU, "paper": ()},
+    budgets={"cpu-small": MGRAD_CPU_ACDC, "paper": ()},
     notes=("The ACDC recipe trains with the weighted loss (the author's train_ACDC.py); the aggregated-loss row "
            "has no paper numbers (Table 5 is on Synapse only).",),
 )
