@@ -162,10 +162,10 @@ def evaluation_block(name: str, summary: dict[str, Any], out_dir: Path, run_dir:
     classes = (summary.get("pooled") or summary).get("classes", {})
     names = summary.get("class_names") or []
 
-    def name(k: str, v: dict[str, Any]) -> str:
+    def class_name(k: str, v: dict[str, Any]) -> str:
         return names[int(k)] if k.isdigit() and int(k) < len(names) else str(v.get("name", k))
 
-    per_class = ", ".join(f"{name(k, v)} {_pct(v.get('dice', {}).get('mean'))}" for k, v in classes.items())
+    per_class = ", ".join(f"{class_name(k, v)} {_pct(v.get('dice', {}).get('mean'))}" for k, v in classes.items())
     hd = summary.get("average", {}).get("hd95", {}).get("mean")
     lines = [f"<!-- medseg:eval {name} -->", f"### {name}", "",
              f"- split `{summary.get('split', ', '.join(summary.get('splits', [])))}` of `{summary.get('data', '?')}`, "
