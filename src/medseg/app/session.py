@@ -66,6 +66,7 @@ class DemoSession:
         self.num_classes = data.num_classes
         self.class_names = default_class_names(data.num_classes, data.class_names)
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="medseg-demo-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> str:
         """One line: the model, its source and its classes."""
