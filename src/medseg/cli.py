@@ -302,14 +302,16 @@ def demo(
     if not (1 <= port <= 65535):
         _fail(f"--port must be 1..65535, got {port}")
     try:
-        from medseg.app.demo import launch
+        from medseg.app.demo import serve
+        from medseg.app.session import DemoSession
 
+        session = DemoSession(run_dir, checkpoint=checkpoint, device=device)
         console.print(f"medseg demo of {run_dir} on http://{host}:{port} (Ctrl+C stops it)")
-        launch(run_dir, host=host, port=port, checkpoint=checkpoint, device=device)
+        serve(session, host=host, port=port)
     except _user_error_types() as err:
         _fail(str(err))
     except OSError as err:  # the port is taken
-        _fail(f"cannot serve on {host}:{port}: {err}")
+        _fail(f"cannot serve on {host}:{port} (is the port taken? pick another with --port): {str(err).split('. ')[0]}")
 
 
 # ----------------------------------------------------------------------------------------- models

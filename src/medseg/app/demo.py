@@ -66,10 +66,9 @@ def build_app(session: DemoSession) -> Any:
     return app
 
 
-def launch(source: str | Path, *, host: str = "127.0.0.1", port: int = 7860, checkpoint: str = "best",
-           device: str = "cpu", block: bool = True) -> Any:
-    """Load ``source`` and serve the demo on ``host:port`` (``block=False`` returns the running app)."""
-    app = build_app(DemoSession(source, checkpoint=checkpoint, device=device))
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
-               show_error=True, inbrowser=False)
+def serve(session: DemoSession, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
+    """Serve ``session``'s page on ``host:port`` (``block=False`` returns the running app; ``app.close()`` stops it)."""
+    app = build_app(session)
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=True, show_error=True,
+               inbrowser=False)
     return app
