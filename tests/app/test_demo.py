@@ -71,7 +71,8 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
         from medseg.config import load_config
 
         run = Path(os.environ["MEDSEG_DEMO_RUN"])
-        return run, Path(load_config(str(run / "config.yaml")).data.root)
+        root = Path(load_config(str(run / "config.yaml")).data.root)
+        return run, root if root.is_absolute() else run.parent / root  # trained from the run's parent folder
     data = make_ct(tmp_path_factory, count=12)
     run = train_tiny(data, tmp_path_factory, [*TINY_UNET, "trainer.max_epochs=1"], name="demo")
     return run, data
