@@ -338,6 +338,35 @@ def predict(
     _exit_if_failed(failures, len(written) + len(failures))
 
 
+# ------------------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`, or an exported .onnx file.")],
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
+    host: Annotated[str, typer.Option(help="Interface to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (the network).")] = "127.0.0.1",
+    checkpoint: Annotated[str, typer.Option(help="best, last or a .ckpt path.")] = "best",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Web demo (Gradio, extra `demo`): upload an image or NIfTI volume, see the contours and class areas, download the mask."""
+    from medseg.app.demo import INSTALL_HINT, gradio_available
+
+    if not gradio_available():
+        _fail(INSTALL_HINT)
+    if not (1 <= port <= 65535):
+        _fail(f"--port must be 1..65535, got {port}")
+    try:
+        from medseg.app.demo import serve
+        from medseg.app.session import DemoSession
+
+        session = DemoSession(run_dir, checkpoint=checkpoint, device=device)
+        console.print(f"medseg demo of {run_dir} on http://{host}:{port} (Ctrl+C stops it)")
+        serve(session, host=host, port=port)
+    except _user_error_types() as err:
+        _fail(str(err))
+    except OSError as err:  # the port is taken
+        _fail(f"cannot serve on {host}:{port} (is the port taken? pick another with --port): {str(err).split('. ')[0]}")
+
+
 # ----------------------------------------------------------------------------------------- models
 @app.command()
 def models(

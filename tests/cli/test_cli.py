@@ -37,6 +37,10 @@ def test_train_writes_the_run_folder(run_dir):
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["epochs"] == 2 and s["steps"] > 0 and 0.0 <= s["best_val"] <= 1.0
     assert len(s["history"]) == 2 and "val/dice" in s["history"][-1]
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/dice/liver", "val/dice/vessel", "train/lr", "train/epoch_s"} <= set(header)  # curves.png's inputs
+    card = (run_dir / "README.md").read_text()
+    assert "## Intended use and limits" in card and f"{s['data']['train_cases']} training" in card
     import torch
 
     ck = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=True, map_location="cpu")
@@ -66,6 +70,9 @@ def test_evaluate_writes_tables(run_dir, ct_data):
     assert summary["mode"] == "strict" and summary["cases"] == len((ct_data / "splits/test.txt").read_text().split())
     assert "liver" in (out / "table.md").read_text()
     assert (out / "cases.csv").read_text().count("\n") > summary["cases"]
+    assert Image.open(out / "cases.png").format == "PNG"
+    card = (run_dir / "README.md").read_text()
+    assert card.count("### eval/test-image-strict") == 1 and "![per-case Dice](eval/test-image-strict/cases.png)" in card
 
 
 def test_evaluate_2d_run_volume_wise_on_the_hu_volumes(run_dir, ct_data, tmp_path):

@@ -149,15 +149,38 @@ def evaluate_run(
     if several:
         name = "+".join(split_folder_name(s) for s in split.split(",") if s.strip())
         out = prepare_eval_dir(Path(out_dir) if out_dir else base / f"{name}-{tag}")
-        return evaluate_splits(predictor, reader, splits, mode=mode, protocol=protocol, out=out,
-                               max_cases=max_cases, info=info, **options)
+        combined = evaluate_splits(predictor, reader, splits, mode=mode, protocol=protocol, out=out,
+                                   max_cases=max_cases, info=info, **options)
+        update_model_card(run_dir, combined, out)
+        return combined
     split = splits[0]
     out = prepare_eval_dir(Path(out_dir) if out_dir else base / f"{split_folder_name(split)}-{tag}")
     summary = evaluate_split(predictor, reader, split_ids(reader, split, max_cases), split=split, mode=mode,
                              protocol=protocol, out=out, **options)
     summary.update(info)
     atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
+    update_model_card(run_dir, summary, out)
     return summary
+
+
+def update_model_card(run_dir: Path, summary: dict[str, Any], out: Path) -> None:
+    """Add (or replace) this evaluation's block in the run's ``README.md`` model card; a run folder only.
+
+    The block is named by the evaluation folder (relative to the run), so re-evaluating with the same
+    settings replaces it and other settings add a block. A failure is a warning: the tables are written.
+    """
+    if not run_dir.is_dir():
+        return
+    from medseg.engine.model_card import evaluation_block, write_model_card
+
+    try:
+        name = out.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        name = str(out)
+    try:
+        write_model_card(run_dir, evaluation=(name, evaluation_block(name, summary, out, run_dir)))
+    except Exception as err:  # noqa: BLE001 - the evaluation's own files are written; the card is a summary
+        _log.warning("could not update %s: %s", run_dir / "README.md", err)
 
 
 def eval_tag(protocol: str, mode: str, *, tta: bool = False, aggregate: str = "case") -> str:
@@ -166,7 +189,7 @@ def eval_tag(protocol: str, mode: str, *, tta: bool = False, aggregate: str = "c
 
 
 #: What an evaluation writes into its folder (and sub-folders of several splits): replaced on reuse.
-EVAL_FILES = ("cases.csv", "summary.json", "table.md", "polyp.csv", "polyp.md")
+EVAL_FILES = ("cases.csv", "cases.png", "summary.json", "table.md", "polyp.csv", "polyp.md")
 
 
 def prepare_eval_dir(out: Path) -> Path:
@@ -395,6 +418,7 @@ def evaluate_split(
         atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
         return summary
     table.to_csv(out / "cases.csv")
+    plot_cases(table, names, groups, out / "cases.png", title=f"{split}: Dice per case ({protocol} protocol, {mode} rule)")
     summary.update(table.summary())
     summary.update({"class_names": names, "label_groups": groups})
     if pooled is not None:
@@ -421,6 +445,17 @@ def evaluate_split(
     atomic_write_text(out / "summary.json", json.dumps(_without_markdown(summary), indent=2, default=float))
     atomic_write_text(out / "table.md", markdown + "\n")
     return summary
+
+
+def plot_cases(table: Any, names: list[str], groups: dict[str, list[int]], path: Path, title: str) -> Path:
+    """``cases.png``: per-class box plot of the per-case Dice, every case a point (label groups after the classes)."""
+    from medseg.engine.visualize import cases_figure, save_figure
+
+    label = {c: n for c, n in enumerate(names)} | {len(names) + i: g for i, g in enumerate(groups)}
+    values: dict[str, list[float]] = {}
+    for row in table.rows:
+        values.setdefault(label.get(int(row["class"]), f"class{row['class']}"), []).append(float(row["dice"]))
+    return save_figure(cases_figure(values, "dice", title=title), path)
 
 
 def paper_row_markdown(summary: dict[str, Any], names: list[str]) -> str:

@@ -520,7 +520,8 @@ def _predict_file(predictor: Predictor, path: Path, out_dir: Path, *, overlay: b
         labels, probs = predictor.predict_images([image], source=str(path))[0]
         mask = save_png(mask_to_png_array(labels, k), out_dir / f"{stem}.png")
         if overlay:
-            save_png(overlay_panel(image, None, labels, k), out_dir / "overlays" / f"{stem}.png")
+            save_png(overlay_panel(image, None, labels, k, class_names=predictor.cfg.data.class_names, case_id=stem),
+                     out_dir / "overlays" / f"{stem}.png")
         if probabilities:
             for c in range(probs.shape[0]) if probs.shape[0] > 1 else [0]:
                 suffix = "" if probs.shape[0] == 1 else f"_c{c}"

@@ -40,7 +40,13 @@ def confusion_counts(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
 
 
 def case_dice(counts: Tensor, mode: str) -> float:
-    """Mean over cases of the mean foreground Dice, with evaluation's empty-mask rule of ``mode``.
+    """Mean over cases of the mean foreground Dice, with evaluation's empty-mask rule of ``mode``
+    (= the mean over classes of :func:`class_dice`)."""
+    return float(class_dice(counts, mode).mean())
+
+
+def class_dice(counts: Tensor, mode: str) -> Tensor:
+    """Per foreground class, the mean over cases of its Dice, with evaluation's empty-mask rule of ``mode``: ``[K-1]``.
 
     ``counts`` ``[cases, K-1, 4]`` (see :func:`confusion_counts`) sums a case's slices, so a volume is scored as a whole, as evaluation
     does. ``paper`` (TransUNet): an empty prediction scores 0, a prediction of an absent class 1;
@@ -52,7 +58,7 @@ def case_dice(counts: Tensor, mode: str) -> float:
         dice = torch.where(pred == 0, torch.zeros_like(dice), torch.where(true == 0, torch.ones_like(dice), dice))
     else:
         dice = torch.where((pred == 0) & (true == 0), torch.ones_like(dice), dice)
-    return float(dice.mean(1).mean())
+    return dice.mean(0)
 
 
 class SegTask(pl.LightningModule):
@@ -68,6 +74,9 @@ class SegTask(pl.LightningModule):
         self._val_counts: dict[str, Tensor] = {}
         self._val_volumes = False  # validation cases are volumes (slices regrouped by case)
         self._collapse_warned = False
+        from medseg.engine.visualize import default_class_names
+
+        self.class_names = default_class_names(d.num_classes, d.class_names)
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Any:
@@ -117,7 +126,10 @@ class SegTask(pl.LightningModule):
         if not counts:
             return
         table = torch.stack(list(counts.values()))  # [cases, classes, 4]
-        self.log("val/dice", torch.tensor(case_dice(table, self.val_mode)), prog_bar=True, sync_dist=False)
+        per_class = class_dice(table, self.val_mode)
+        self.log("val/dice", per_class.mean().float(), prog_bar=True, sync_dist=False)
+        for name, v in zip(self.class_names[1:], per_class):  # curves.png draws one line per class
+            self.log(f"val/dice/{name}", v.float(), sync_dist=False)
         self._warn_foreground_collapse(table)
 
     def _warn_foreground_collapse(self, counts: Tensor) -> None:

@@ -193,25 +193,23 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    """Paired strip plot of the per-case ``mean`` values: one column per run, a line per case."""
-    import matplotlib
+    """Paired strip plot of the per-case ``mean`` values: one column per run, a line per case, a box per run."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medseg.engine.visualize import save_figure
 
     values = np.array(result["per_case"][MEAN])  # [runs, cases]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(values), 4))
+    fig = Figure(figsize=(1.6 + 1.4 * len(values), 4))
+    ax = fig.subplots()
     x = np.arange(len(values))
     ax.plot(x, values, color="0.7", lw=0.6, zorder=1)
     ax.boxplot([v[np.isfinite(v)] for v in values], positions=x, widths=0.35, showfliers=False, zorder=2)
     ax.scatter(np.repeat(x, values.shape[1]), values.ravel(), s=10, zorder=3)
     ax.set_xticks(x, result["names"], rotation=20)
     ax.set_ylabel(f"{result['metric']} (per case, mean over classes)")
+    ax.set_title(f"{values.shape[1]} paired cases; grey lines join a case across runs", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def write(result: dict[str, Any], out: Path) -> dict[str, Path]:
