@@ -16,7 +16,7 @@ from medseg.config import load_config
 from medseg.data.base import read_list_file
 from medseg.data.splits import read_splits
 from medseg.metrics import MetricTable
-from tests.tiny_runs import TINY_UNET
+from tiny_runs import TINY_UNET
 
 runner = CliRunner()
 #: TINY_UNET for one epoch on the binary 32x32 squares of `_squares`.
@@ -122,6 +122,38 @@ def test_cv_summary_per_fold_mean_sd_and_out_of_fold(cv):
     assert "| dice |" in md and "mean ± sd" in md and "out-of-fold" in md
 
 
+def test_fold_status(tmp_path):
+    from medseg.experiments.folds import fold_status
+
+    run = tmp_path / "fold_0"
+    assert fold_status(run) == "new"
+    (run / "checkpoints").mkdir(parents=True)
+    assert fold_status(run) == "restart"  # stopped before its first checkpoint: start again (moved aside)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert fold_status(run) == "resume"
+    for status, want in (("interrupted", "resume"), ("diverged", "diverged"), ("completed", "done"),
+                         ("stopped_early", "done")):
+        (run / "summary.json").write_text(json.dumps({"status": status}))
+        assert fold_status(run) == want
+
+
+def test_acdc_folds_keep_patients_together(shared_data):
+    from medseg.config import DataConfig
+    from medseg.data.base import build_reader
+    from medseg.data.splits import case_groups, make_folds
+
+    reader = build_reader(DataConfig(format="transunet", root=str(shared_data / "acdc"), num_classes=4))
+    pool = reader.cv_pool()
+    assert len(pool) == 1312 and pool == reader.ids("train")  # train_slices; val.list / test.list stay out
+    groups, how = case_groups(pool, None, reader)
+    assert len(set(groups.values())) == 70 and "70 groups" in how  # 140 volumes of 70 patients
+    folds = make_folds(pool, 5, seed=0, groups=groups)
+    patients = [{groups[c] for c in f["val"]} for f in folds]
+    assert [len(p) for p in patients] == [14] * 5 and len(set().union(*patients)) == 70
+    test_patients = {c.split("_")[0] for c in reader.ids("test")}
+    assert not test_patients & set(groups.values())
+
+
 def test_cv_folder_of_another_plan_is_refused(cv):
     d, data = cv["dir"], cv["data"]
     res = _train(["--data", str(data), "--out", str(d), "--folds", "3", "--fold", "0"])
@@ -178,6 +210,10 @@ def test_evaluate_an_ensemble_writes_its_own_folder(cv):
     assert len(found) == 1 and len(found[0].name.split("-")[1]) == 8
     pair = json.loads((found[0] / "summary.json").read_text())
     assert pair["average"]["dice"]["mean"] == pytest.approx(s["average"]["dice"]["mean"], abs=1e-12)  # same models
+    from medseg.experiments.compare import find_eval_dir
+
+    assert find_eval_dir(d, "test") == d / "eval" / "ensemble-test-image-strict"  # `medseg compare CV_DIR ...`
+    assert find_eval_dir(d, "oof") == d / "eval" / "oof-image-strict"
     res = runner.invoke(app, ["evaluate", str(d), "--split", "train"])  # the folds trained on these
     assert res.exit_code == 2 and "trained on" in res.output and "Traceback" not in res.output
 

@@ -67,7 +67,7 @@ from medseg.config import (  # noqa: F401
     run_config_with_overrides,
     validate,
 )
-from medseg.engine.predict import Predictor, find_checkpoint
+from medseg.engine.predict import find_checkpoint
 from medseg.utils import MedsegError, atomic_write_text, check_output_dir, printable
 
 _log = logging.getLogger(__name__)
@@ -122,7 +122,6 @@ def evaluate_run(
     ``fail_fast`` / ``allow_nonfinite`` as in :func:`evaluate_split` (failed cases: ``summary["failed"]``).
     """
     from medseg.data.base import build_reader
-
     from medseg.engine.ensemble import EnsemblePredictor, open_predictor
 
     runs = [Path(p) for p in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]

@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from medseg.config import Config
-from medseg.data.splits import SPLITS_FILE, Folds, case_groups, find_groups_file, make_folds, read_splits, write_splits
+from medseg.data.splits import (
+    SPLITS_FILE,
+    Folds,
+    case_groups,
+    find_groups_file,
+    make_folds,
+    read_splits,
+    write_splits,
+)
 from medseg.engine.ensemble import CV_FILE, fold_dir
 from medseg.utils import MedsegError, atomic_write_text, json_safe
 
