@@ -233,3 +233,17 @@ def test_incompatible_runs_are_refused(cv, tmp_path):
     assert res.exit_code == 2
     assert "not compatible" in res.output and "3 classes" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_fold_resumes_from_its_last_checkpoint(cv):
+    """Last in this file: it rewrites fold_1's summary and the CV summary."""
+    d = cv["dir"]
+    summary = d / "fold_1" / "summary.json"
+    s = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**s, "status": "interrupted"}))
+    res = _train(["--data", str(cv["data"]), "--out", str(d), "--folds", "2", "--fold", "all"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(summary.read_text())
+    assert s["status"] == "completed" and s["resumed"] == 1 and s["epochs"] == 1  # continued, not retrained
+    ck = d / "fold_0" / "checkpoints"
+    assert {p.name: p.stat().st_mtime_ns for p in ck.iterdir()} == cv["fold0_checkpoints"]
