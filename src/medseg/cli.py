@@ -118,7 +118,8 @@ def train(
             console.print(f"[bold]medseg train[/] recipe [cyan]{cfg.name}[/] model [cyan]{cfg.model.name}[/], "
                           f"{folds}-fold cross-validation, fold {fold}")
             cv_dir, summary = train_cv(cfg, folds=folds, fold=fold_spec, out=out, splits=splits, groups=groups)
-            _print_cv_summary(cv_dir, summary)
+            if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+                _print_cv_summary(cv_dir, summary)
             return
         else:
             cfg = load_config(recipe, overrides)

@@ -162,6 +162,8 @@ def test_cv_folder_of_another_plan_is_refused(cv):
     assert res.exit_code == 2 and "another configuration (optim.lr" in res.output
     res = runner.invoke(app, ["train", "--folds", "2", "--fold", "2"])
     assert res.exit_code == 2 and "--fold must be 0..1 or all" in res.output
+    res = _train(["--data", str(data), "--out", str(d), "--folds", "2", "--fold", "all", "--devices", "2"])
+    assert res.exit_code == 2 and "one fold per command" in res.output
 
 
 def _png_probs(folder: Path) -> dict[str, np.ndarray]:

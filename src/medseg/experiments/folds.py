@@ -185,10 +185,18 @@ def train_cv(cfg: Config, *, folds: int, fold: int | None = None, out: Path | No
 
     Returns the CV folder and, once every fold is trained, the CV summary (:func:`write_cv_summary`), else None.
     """
+    from medseg.engine.safety import is_ddp_worker
+
+    t = cfg.trainer
+    if fold is None and (str(t.devices) not in ("1", "auto") or t.num_nodes > 1):
+        raise MedsegError("--fold all trains on one device; with several devices (DDP) train one fold per command: "
+                          "--fold 0, --fold 1, ...")
     cv_dir = Path(out) if out is not None else default_cv_dir(cfg, folds)
     prepare_cv(cfg, cv_dir, folds, splits=splits, groups=groups)
     for i in range(folds) if fold is None else [fold]:
         train_fold(cfg, cv_dir, i)
+    if is_ddp_worker():  # rank 0 writes the summary
+        return cv_dir, None
     if any(fold_status(fold_dir(cv_dir, i)) != "done" for i in range(folds)):
         return cv_dir, None
     return cv_dir, write_cv_summary(cv_dir, device=device)
