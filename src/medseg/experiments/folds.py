@@ -104,9 +104,10 @@ def prepare_cv(cfg: Config, cv_dir: Path, k: int, splits: Path | None = None, gr
     if len(folds) != k:
         raise MedsegError(f"{splits or splits_path}: has {len(folds)} folds, not --folds {k}")
     _check_no_test_cases(reader, data.test_split, folds, splits or splits_path)
-    if not plan_path.is_file():
-        cv_dir.mkdir(parents=True, exist_ok=True)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    if not splits_path.is_file():
         write_splits(splits_path, folds)
+    if not plan_path.is_file():
         plan = {"folds": k, "recipe": cfg.name, "splits": SPLITS_FILE, "splits_from": origin,
                 "config": _plan_config(cfg)}
         atomic_write_text(plan_path, json.dumps(plan, indent=2) + "\n")
