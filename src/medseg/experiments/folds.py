@@ -86,7 +86,7 @@ def prepare_cv(cfg: Config, cv_dir: Path, k: int, splits: Path | None = None, gr
             raise MedsegError(f"{cv_dir}: holds a cross-validation of another configuration ({diff}); choose another --out")
     elif cv_dir.exists() and (not cv_dir.is_dir() or any(cv_dir.iterdir())):
         raise MedsegError(f"{cv_dir}: exists and is not a medseg cross-validation folder (no {CV_FILE}); choose another --out")
-    data = prepare_data_root(cfg.data, default_root=Path("data"))
+    data = prepare_data_root(cfg.data, default_root=Path("data"), model=cfg.model)
     reader = build_reader(data.model_copy(update={"splits_file": None}))
     if splits_path.is_file():
         folds = read_splits(splits_path)
