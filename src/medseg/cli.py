@@ -79,8 +79,13 @@ def train(
     num_nodes: Annotated[int | None, typer.Option(help="Number of nodes (multi-node DDP).")] = None,
     strategy: Annotated[str | None, typer.Option(help="Lightning strategy, e.g. ddp.")] = None,
     accelerator: Annotated[str | None, typer.Option(help="cpu, gpu or auto.")] = None,
+    folds: Annotated[int | None, typer.Option(help="Cross-validation with K folds (with --fold); --out is the CV folder (default runs/<recipe>-cv<K>).")] = None,
+    fold: Annotated[str | None, typer.Option(help="Fold to train: 0..K-1, or all (one after another; finished folds are skipped, an interrupted one resumes).")] = None,
+    splits: Annotated[Path | None, typer.Option(help="With --folds: use this splits_final.json (nnU-Net folds) instead of making the folds.")] = None,
+    groups: Annotated[Path | None, typer.Option(help="With --folds: '<case id> <group>' lines or a JSON object keeping each group in one fold (default DATA/groups.txt|.json, else patient/volume/video from the case ids).")] = None,
 ) -> None:
     """Train a model. With no arguments: the `quickstart` recipe on built-in phantom CT data."""
+    fold_spec = _check_cv_options(folds, fold, splits, groups, resume, overwrite)
     overrides = list(set_ or [])
     if resume is not None:
         given = [flag for flag, v in (("--data", data), ("--model", model), ("--out", out)) if v is not None]
@@ -105,6 +110,17 @@ def train(
 
         if resume is not None:
             run_dir = fit(None, resume=resume, overrides=overrides)
+        elif folds is not None:
+            from medseg.experiments.folds import train_cv
+
+            cfg = load_config(recipe, overrides)
+            _check_model_name(cfg.model.name)
+            console.print(f"[bold]medseg train[/] recipe [cyan]{cfg.name}[/] model [cyan]{cfg.model.name}[/], "
+                          f"{folds}-fold cross-validation, fold {fold}")
+            cv_dir, summary = train_cv(cfg, folds=folds, fold=fold_spec, out=out, splits=splits, groups=groups)
+            if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+                _print_cv_summary(cv_dir, summary)
+            return
         else:
             cfg = load_config(recipe, overrides)
             _check_model_name(cfg.model.name)
@@ -116,6 +132,36 @@ def train(
         _fail(str(err) + _without_weights_hint(err, cfg))
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         _print_train_summary(run_dir)
+
+
+def _check_cv_options(folds: int | None, fold: str | None, splits: Path | None, groups: Path | None,
+                      resume: Path | None, overwrite: bool) -> int | None:
+    """The fold to train (None: all) after checking the cross-validation options go together."""
+    if folds is None:
+        if fold is not None or splits is not None or groups is not None:
+            _fail("--fold, --splits and --groups go with --folds K")
+        return None
+    if folds < 2:
+        _fail(f"--folds must be at least 2, got {folds}")
+    if fold is None:
+        _fail("--folds needs --fold: a fold number 0..K-1, or all")
+    if resume is not None or overwrite:
+        _fail("--folds resumes an interrupted fold by itself and never overwrites: --resume / --overwrite do not apply")
+    if fold == "all":
+        return None
+    if not fold.isdigit() or int(fold) >= folds:
+        _fail(f"--fold must be 0..{folds - 1} or all, got {fold!r}")
+    return int(fold)
+
+
+def _print_cv_summary(cv_dir: Path, summary: dict | None) -> None:
+    if summary is None:
+        console.print(f"[green]done[/]; the CV summary is written once every fold is trained\nCV folder: {cv_dir}")
+        return
+    from rich.markdown import Markdown
+
+    console.print(Markdown(summary["markdown"]))
+    console.print(f"CV folder: {cv_dir} (cv_summary.md, cv_summary.json)")
 
 
 def _without_weights_hint(err: BaseException, cfg: object) -> str:
@@ -172,7 +218,7 @@ def _check_precision(precision: str) -> None:
 # --------------------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path | None, typer.Argument(help="A run folder written by `medseg train` (not with --pred/--truth).")] = None,
+    run_dir: Annotated[list[Path] | None, typer.Argument(help="A run folder written by `medseg train`; several runs or a cross-validation folder evaluate their ensemble (mean probabilities). Not with --pred/--truth.")] = None,
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the one the run trained on).")] = None,
     split: Annotated[str | None, typer.Option(help="Split(s) to evaluate (default: the recipe's test split); comma-separated for several, one table row each; with the PraNet layout `test` means every TestDataset/<set>.")] = None,
     mode: Annotated[str | None, typer.Option(help="Empty-mask rule: paper (TransUNet's), strict, or auto (paper for volumes, strict per image); default: the recipe's eval.mode.")] = None,
@@ -192,7 +238,9 @@ def evaluate(
     num_classes: Annotated[int | None, typer.Option(help="Classes with background for --pred/--truth (default: from the reference masks).")] = None,
 ) -> None:
     """Evaluate a trained run (or an exported .onnx file) on one or several splits, or a folder of predictions
-    (--pred DIR --truth DIR; default output <PRED>-eval/<protocol>-<mode>/): per-case CSV, summary JSON, Markdown table."""
+    (--pred DIR --truth DIR; default output <PRED>-eval/<protocol>-<mode>/): per-case CSV, summary JSON, Markdown table.
+    An ensemble (RUN1 RUN2 ... or CV_DIR) goes to CV_DIR/eval/ensemble-<split>-... or RUN1/eval/ensemble-<id>-<split>-..."""
+    run_dir = run_dir or None
     if (pred is None) != (truth is None):
         _fail("--pred and --truth go together")
     if pred is not None and (run_dir is not None or data is not None or split is not None):
@@ -309,7 +357,7 @@ def reproduce(
 # ---------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `medseg train`, or an exported .onnx file.")],
+    run_dir: Annotated[list[Path], typer.Argument(help="A run folder written by `medseg train`, or an exported .onnx file; several, or a cross-validation folder: their ensemble (mean probabilities).")],
     input: Annotated[Path, typer.Option("--input", help="An image / volume file or a folder of them.")],
     output: Annotated[Path, typer.Option("--output", help="Folder for the predicted masks.")],
     overlay: Annotated[bool, typer.Option(help="Also write image | prediction overlays.")] = False,
@@ -323,7 +371,8 @@ def predict(
     fail_fast: Annotated[bool, typer.Option(help=FAIL_FAST_HELP)] = False,
     allow_nonfinite: Annotated[bool, typer.Option(help=NONFINITE_HELP)] = False,
 ) -> None:
-    """Predict masks: one PNG per image (same stem, own size) or one NIfTI per volume."""
+    """Predict masks: one PNG per image (same stem, own size) or one NIfTI per volume; several runs (or a CV
+    folder) predict together, averaging their probabilities."""
     _check_precision(precision)
     try:
         from medseg.engine.predict import predict_paths

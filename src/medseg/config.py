@@ -111,7 +111,10 @@ class DataConfig(_Strict):
     split_seed: int = 0
     val_fraction: float = Field(0.1, ge=0, lt=1)  # used when no val split file exists
     test_fraction: float = Field(0.2, ge=0, lt=1)  # seeded split by case when a data set has no split files at all
-    fold: int = 0  # nnU-Net splits_final.json fold
+    fold: NonNegativeInt = 0  # nnU-Net splits_final.json fold (of splits_file, or of a nnunet_raw root's own file)
+    # a splits_final.json (list of {"train": [...], "val": [...]}): fold ``fold`` replaces the train / val splits
+    # (set by `medseg train --folds K`); the test split is left as it is
+    splits_file: str | None = None
     size: tuple[PositiveInt, PositiveInt] | Literal["auto"] = (224, 224)
     multiscale: list[PositiveInt] | None = None  # one size per batch from this list (training only)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)

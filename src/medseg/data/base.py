@@ -166,6 +166,12 @@ def seeded_split(
 
     Every split after the first gets ``round(fraction * n)`` ids; each non-zero fraction gets at
     least one id when there are enough ids to leave one for the first split. Ids keep their sorted order.
+
+    Not MONAI's ``partition_dataset(ratios=...)`` (which the cross-validation folds use,
+    :mod:`medseg.data.splits`), measured: its ratios can leave a non-zero fraction empty (4 ids, val
+    0.1 -> 0 val ids; 6 ids, test 0.1 -> 0 test ids; here 1 each), and its shuffle draws another order,
+    so switching would move 12 of the 20 test ids of a 98-id data set (seed 0, 70/10/20) into
+    training: runs trained before would be evaluated on cases they trained on.
     """
     if len(fractions) != len(names):
         raise ValueError("one fraction per split name")
@@ -216,6 +222,8 @@ class Reader(ABC):
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
         self._class_names = list(class_names) if class_names else None
+        #: Splits set by a cross-validation fold (``data.splits_file``); they take precedence over the data's own.
+        self.fold_splits: dict[str, list[str]] = {}
         if self._class_names is not None and len(self._class_names) != self.num_classes:
             raise DataError(
                 f"{self.root}: {len(self._class_names)} class names given for {self.num_classes} classes"
@@ -232,12 +240,26 @@ class Reader(ABC):
 
     def ids(self, split: str) -> list[str]:
         """Case ids of ``split``; :class:`DataError` listing the available splits when unknown."""
+        if split in self.fold_splits:
+            return list(self.fold_splits[split])
         out = self._split_ids(split)
         if out is None:
             raise DataError(
                 f"{self.root}: unknown split {split!r}; available splits: {', '.join(self.splits())}"
             )
         return out
+
+    def cv_pool(self) -> list[str]:
+        """The cases cross-validation divides into folds: the training split, together with the validation
+        cases a reader carves or seeds out of it; never the test split, nor a validation list of the data's own."""
+        return self._split_ids(getattr(self, "train_split", "train")) or []
+
+    def group_of(self, case_id: str) -> str:
+        """The patient / volume / video a case belongs to (:func:`medseg.data.splits.default_group`): cases
+        of one group always fall in the same cross-validation fold."""
+        from medseg.data.splits import default_group
+
+        return default_group(case_id)
 
     # -- cases --------------------------------------------------------------------------------
     @abstractmethod
@@ -305,7 +327,12 @@ def build_reader(cfg: DataConfig) -> Reader:
     readers = _readers()
     if cfg.format not in readers:
         raise DataError(f"unknown data.format {cfg.format!r}; known: {', '.join(readers)}")
-    return readers[cfg.format].from_config(cfg)
+    reader = readers[cfg.format].from_config(cfg)
+    if cfg.splits_file:  # a cross-validation fold: its train / val lists replace the data's own
+        from medseg.data.splits import fold_splits
+
+        reader.fold_splits = fold_splits(cfg.splits_file, cfg.fold, cfg.train_split, cfg.val_split)
+    return reader
 
 
 # ---------------------------------------------------------------------------------------------

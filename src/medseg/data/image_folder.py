@@ -357,6 +357,15 @@ class ImageFolderReader(Reader):
         """Names of the splits the data defines (``splits/*.txt``; PraNet: ``train`` and the test sets)."""
         return list(self._listed())
 
+    def cv_pool(self) -> list[str]:
+        """The training list before the validation carve-out, or the seeded train + val cases (never test)."""
+        if self._carving():
+            return self._check_ids(self._read_source(self._find(self.train_split)[1]))  # type: ignore[index]
+        seeded = self._seeded()
+        if seeded is not None and self._find(self.train_split) is None and self.train_split in seeded:
+            return self._check_ids(sorted(seeded[self.train_split] + seeded.get(str(self.val_split), [])))
+        return self._split_ids(self.train_split) or []
+
     # -- cases --------------------------------------------------------------------------------
     def files(self) -> dict[str, tuple[Path, Path | None]]:
         """Every case id -> (image file, mask file or None), in id order."""

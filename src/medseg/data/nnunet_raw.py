@@ -469,6 +469,7 @@ class NnUNetRawReader(Reader):
 
     def _build_splits(self) -> dict[str, list[str]]:
         table: dict[str, list[str]] = {}
+        pool: list[str] | None = None  # what cross-validation divides (cv_pool)
         for name in ("splits_final.json", "splits.json"):
             p = self.root / name
             if not p.is_file():
@@ -481,6 +482,8 @@ class NnUNetRawReader(Reader):
                 if not 0 <= self.fold < len(data):
                     raise DataError(f"{p}: has {len(data)} folds; fold {self.fold} requested")
                 data = data[self.fold]
+                if isinstance(data, dict):  # nnU-Net's folds: train + val are every training case
+                    pool = [str(c) for key in ("train", "val") for c in data.get(key, [])]
             if not isinstance(data, dict):
                 raise DataError(f"{p}: expected a list of folds or a mapping split -> case ids")
             table = {str(k): self._check(v, p) for k, v in data.items()}
@@ -491,8 +494,10 @@ class NnUNetRawReader(Reader):
                 table.setdefault(p.stem, self._check(read_list_file(p), p))
         if not table:
             table = seeded_split(self._tr, self.fractions, self.split_seed)
+            pool = sorted(table["train"] + table["val"])
         elif self.val_split is not None and self.val_split not in table and self.train_split in table:
             train = table[self.train_split]
+            pool = list(train)
             parts = seeded_split(
                 train, (1 - self.fractions[1], self.fractions[1]), self.split_seed, ("t", "v")
             )
@@ -500,7 +505,13 @@ class NnUNetRawReader(Reader):
         if self._ts:
             table.setdefault("imagesTs", list(self._ts))
         table.setdefault("all", list(self._tr))
+        self._pool = pool if pool is not None else list(table.get(self.train_split, []))
         return table
+
+    def cv_pool(self) -> list[str]:
+        """Every training case of nnU-Net folds, the seeded train + val, or the training list before the
+        validation carve-out (never the test split)."""
+        return list(self._pool)
 
     def splits(self) -> list[str]:
         return list(self._table)

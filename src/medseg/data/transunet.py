@@ -262,6 +262,12 @@ class TransUNetReader(Reader):
         val = set(parts["val"])
         return [e for e in train if volume_of(e) not in val], [e for e in train if volume_of(e) in val]
 
+    def cv_pool(self) -> list[str]:
+        """The training list before the validation carve-out (a validation list of the data's own stays out)."""
+        if self._carving():
+            return self._resolve(self._list_path(self.train_split))  # type: ignore[arg-type]
+        return self._split_ids(self.train_split) or []
+
     def splits(self) -> list[str]:
         names = list(self._lists)
         if self._carving():

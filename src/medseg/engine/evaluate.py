@@ -67,7 +67,7 @@ from medseg.config import (  # noqa: F401
     run_config_with_overrides,
     validate,
 )
-from medseg.engine.predict import Predictor, find_checkpoint
+from medseg.engine.predict import find_checkpoint
 from medseg.utils import MedsegError, atomic_write_text, check_output_dir, printable
 
 _log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def class_names_for(cfg: Any, reader: Any) -> list[str]:
 
 
 def evaluate_run(
-    run_dir: str | Path,
+    run_dir: str | Path | list[Path],
     *,
     data: str | Path | None = None,
     split: str | None = None,
@@ -114,24 +114,26 @@ def evaluate_run(
 
     ``split`` may name several splits (:func:`expand_splits`); they are then evaluated one by one
     and combined (see the module docstring). ``run_dir`` is a run folder or an exported ``.onnx``
-    file (whose default output folder is ``<file without .onnx>-eval/``); ``fast`` / ``compile`` /
+    file (whose default output folder is ``<file without .onnx>-eval/``), or a list of them and
+    cross-validation folders: their ensemble (:func:`ensemble_eval_folder` names its output folder);
+    ``fast`` / ``compile`` /
     ``precision`` as in :class:`~medseg.engine.predict.Predictor`;
     ``overrides``: ``key=value`` items applied to the run's ``data.*`` / ``eval.*`` config;
     ``fail_fast`` / ``allow_nonfinite`` as in :func:`evaluate_split` (failed cases: ``summary["failed"]``).
     """
     from medseg.data.base import build_reader
+    from medseg.engine.ensemble import EnsemblePredictor, open_predictor
 
-    run_dir = Path(run_dir)
+    runs = [Path(p) for p in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    run_dir = runs[0]
     check_eval_overrides(overrides or [])
-    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile,
-                                   precision=precision)
-    if overrides:
-        onnx = run_dir.suffix.lower() == ".onnx"  # onnxruntime optimises its graph itself: no fast path
-        cfg = with_overrides(predictor.cfg, overrides, where=str(run_dir))
-        predictor = Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile,
-                              precision=predictor.precision)
+    predictor = open_predictor(runs, checkpoint=checkpoint, device=device, fast=fast, compile=compile,
+                               precision=precision, overrides=overrides, command="evaluate")
+    ensemble = isinstance(predictor, EnsemblePredictor)
     cfg = predictor.cfg
     dcfg = cfg.data.model_copy(update={"root": str(data)}) if data else cfg.data
+    if ensemble:  # the data's own splits: a fold's val list is a training list of the other folds
+        dcfg = dcfg.model_copy(update={"splits_file": None})
     if not dcfg.root or not Path(dcfg.root).exists():
         raise MedsegError(f"data folder not found: {dcfg.root} (pass --data DIR)")
     split = split or dcfg.test_split
@@ -141,20 +143,29 @@ def evaluate_run(
     protocol = resolve_protocol(protocol, volume=protocol == "auto" and _holds_volumes(reader, reader.ids(splits[0])))
     mode = resolve_mode(mode or cfg.eval.mode, protocol)
     base = run_dir.with_name(run_dir.stem + "-eval") if run_dir.is_file() else run_dir / "eval"
-    info = {"checkpoint": checkpoint, "data": str(dcfg.root)}
-    if run_dir.is_dir() and checkpoint == "best" and find_checkpoint(run_dir, checkpoint).stem == "last":
+    info: dict[str, Any] = {"checkpoint": checkpoint, "data": str(dcfg.root)}
+    prefix = ""
+    if ensemble:
+        base, prefix = ensemble_eval_folder(runs)
+        info["ensemble"] = predictor.names  # type: ignore[union-attr]
+    elif run_dir.is_dir() and checkpoint == "best" and find_checkpoint(run_dir, checkpoint).stem == "last":
         info.update(checkpoint="last", checkpoint_note="no best.ckpt (trained without validation): last epoch")
+    if ensemble:
+        from medseg.engine.ensemble import check_unseen
+
+        check_unseen(predictor, {cid for s in splits for cid in split_ids(reader, s, max_cases)})
     options = {"save_predictions": save_predictions, "fail_fast": fail_fast, "allow_nonfinite": allow_nonfinite}
     tag = eval_tag(protocol, mode, tta=cfg.eval.tta, aggregate=cfg.eval.aggregate)
     if several:
         name = "+".join(split_folder_name(s) for s in split.split(",") if s.strip())
-        out = prepare_eval_dir(Path(out_dir) if out_dir else base / f"{name}-{tag}")
+        out = prepare_eval_dir(Path(out_dir) if out_dir else base / f"{prefix}{name}-{tag}")
         combined = evaluate_splits(predictor, reader, splits, mode=mode, protocol=protocol, out=out,
                                    max_cases=max_cases, info=info, **options)
-        update_model_card(run_dir, combined, out)
+        if not prefix:  # an ensemble's evaluation belongs to no single run's model card
+            update_model_card(run_dir, combined, out)
         return combined
     split = splits[0]
-    out = prepare_eval_dir(Path(out_dir) if out_dir else base / f"{split_folder_name(split)}-{tag}")
+    out = prepare_eval_dir(Path(out_dir) if out_dir else base / f"{prefix}{split_folder_name(split)}-{tag}")
     summary = evaluate_split(predictor, reader, split_ids(reader, split, max_cases), split=split, mode=mode,
                              protocol=protocol, out=out, **options)
     summary.update(info)
@@ -181,6 +192,23 @@ def update_model_card(run_dir: Path, summary: dict[str, Any], out: Path) -> None
         write_model_card(run_dir, evaluation=(name, evaluation_block(name, summary, out, run_dir)))
     except Exception as err:  # noqa: BLE001 - the evaluation's own files are written; the card is a summary
         _log.warning("could not update %s: %s", run_dir / "README.md", err)
+
+
+def ensemble_eval_folder(runs: list[Path]) -> tuple[Path, str]:
+    """(parent folder, name prefix) of an ensemble's evaluation folder ``<parent>/<prefix><split>-<tag>``.
+
+    One cross-validation folder: ``CV_DIR/eval/ensemble-<split>-<tag>`` (its folds are the ensemble).
+    Otherwise the first run's evaluation folder with a prefix naming the members,
+    ``RUN1/eval/ensemble-<id>-<split>-<tag>`` (``<id>``: :func:`medseg.engine.ensemble.ensemble_id`, 8 hex
+    digits of the members' paths), so no two ensembles, nor the run's own evaluations, share a folder.
+    """
+    from medseg.engine.ensemble import ensemble_id, expand_runs, is_cv_dir
+
+    first = runs[0]
+    if len(runs) == 1 and is_cv_dir(first):
+        return first / "eval", "ensemble-"
+    base = first.with_name(first.stem + "-eval") if first.is_file() else first / "eval"
+    return base, f"ensemble-{ensemble_id(expand_runs(runs))}-"
 
 
 def eval_tag(protocol: str, mode: str, *, tta: bool = False, aggregate: str = "case") -> str:

@@ -451,8 +451,25 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def open_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "cpu", fast: bool | None = None,
+             compile: bool = False, precision: str | None = None, overrides: list[str] | None = None,
+             command: str = "predict") -> Predictor:
+    """:meth:`Predictor.from_run` with ``--set`` overrides (``data.*`` / ``eval.*``) applied to the run's config."""
+    from medseg.config import check_run_overrides, run_config_with_overrides
+
+    check_run_overrides(overrides or [], command)
+    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile,
+                                   precision=precision)
+    if not overrides:
+        return predictor
+    onnx = Path(run_dir).suffix.lower() == ".onnx"  # onnxruntime optimises its graph itself: no fast path
+    cfg = run_config_with_overrides(predictor.cfg, overrides, str(run_dir), command)
+    return Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile,
+                     precision=predictor.precision)
+
+
 def predict_paths(
-    run_dir: str | Path,
+    run_dir: str | Path | list[Path],
     inputs: str | Path,
     output: str | Path,
     *,
@@ -469,23 +486,19 @@ def predict_paths(
 ) -> tuple[list[Path], list[str]]:
     """Predict every image / volume under ``inputs``; write one mask per input with the same stem.
 
-    ``run_dir`` is a run folder or an exported ``.onnx`` file; ``fast`` / ``compile`` / ``precision`` as in
-    :class:`Predictor`.
+    ``run_dir`` is a run folder or an exported ``.onnx`` file, or a list of them and cross-validation folders:
+    an ensemble averaging their probabilities (:mod:`medseg.engine.ensemble`); ``fast`` / ``compile`` /
+    ``precision`` as in :class:`Predictor`.
     A bad input (unreadable, empty, NaN/Inf values unless ``allow_nonfinite``) does not stop the others:
     returns the written masks and one line per failed input (``"<file>: <problem>"``); with
     ``fail_fast`` the first failure raises :class:`~medseg.utils.DataError` instead. ``overrides``
     (``predict --set key=value``) change ``data.*`` / ``eval.*`` keys of the run's config, as in ``evaluate``.
     """
-    from medseg.config import check_run_overrides, run_config_with_overrides
+    from medseg.engine.ensemble import open_predictor
 
-    check_run_overrides(overrides or [], "predict")
-    predictor = Predictor.from_run(run_dir, checkpoint=checkpoint, device=device, fast=fast, compile=compile,
-                                   precision=precision)
-    if overrides:
-        onnx = Path(run_dir).suffix.lower() == ".onnx"  # onnxruntime optimises its graph itself: no fast path
-        cfg = run_config_with_overrides(predictor.cfg, overrides, str(run_dir), "predict")
-        predictor = Predictor(predictor.model, cfg, device=predictor.device, fast=False if onnx else fast, compile=compile,
-                              precision=predictor.precision)
+    runs = [Path(p) for p in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    predictor = open_predictor(runs, checkpoint=checkpoint, device=device, fast=fast, compile=compile,
+                               precision=precision, overrides=overrides, command="predict")
     paths = list_inputs(Path(inputs))
     out_dir = check_output_dir(output)
     written: list[Path] = []
@@ -503,7 +516,7 @@ def predict_paths(
     return written, failures
 
 
-def _predict_file(predictor: Predictor, path: Path, out_dir: Path, *, overlay: bool, probabilities: bool,
+def _predict_file(predictor: Any, path: Path, out_dir: Path, *, overlay: bool, probabilities: bool,
                   allow_nonfinite: bool) -> Path:
     """Predict one image / volume file into ``out_dir``; returns the mask's path."""
     from medseg.data.base import check_image

@@ -47,7 +47,8 @@ class Evaluation:
 
 
 def find_eval_dir(path: Path, split: str = "test") -> Path:
-    """``path`` if it is an evaluation folder, else the run's only ``eval/<split>-*`` evaluation folder."""
+    """``path`` if it is an evaluation folder, else the run's only ``eval/<split>-*`` evaluation folder (a
+    cross-validation folder: its ensemble's ``eval/ensemble-<split>-*``; ``--split oof``: ``eval/oof-*``)."""
     path = Path(path)
     if (path / "cases.csv").is_file() and (path / "summary.json").is_file():
         return path
@@ -56,6 +57,8 @@ def find_eval_dir(path: Path, split: str = "test") -> Path:
     if not (path / "eval").is_dir():
         raise MedsegError(f"{path}: neither an evaluation folder nor an evaluated run (run `medseg evaluate` first)")
     found = sorted(d for d in (path / "eval").glob(f"{split}-*") if (d / "cases.csv").is_file())
+    if not found:  # a cross-validation folder: its folds' ensemble (RUN_DIR/eval/ensemble-<split>-*)
+        found = sorted(d for d in (path / "eval").glob(f"ensemble-{split}-*") if (d / "cases.csv").is_file())
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} ({', '.join(d.name for d in found)})"
         raise MedsegError(f"{path}: {what} evaluations of split {split!r}; pass the evaluation folder itself")
