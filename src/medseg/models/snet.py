@@ -102,9 +102,50 @@ from medseg.models._output import SegOutput
 from medseg.models._registry import register_model
 
 Fusion = Literal["stagger", "unstagger"]
+Branches = Literal["both", "cnn", "vit"]
 
-# CNN levels (0 = stride 1 ... 4 = stride 16) fused with ViT stages 1 and 2 (the FEB outputs).
-FUSION_LEVELS: dict[str, tuple[int, int]] = {"stagger": (2, 3), "unstagger": (0, 1)}
+#: ViT stage strides: the paper's N_i = HW / 2^(2i) tokens (Sec. 4.2) and our earlier PVT-v2 strides.
+PAPER_STRIDES: tuple[int, ...] = (2, 4, 8, 16)
+LEGACY_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
+
+#: ViT hyper-parameters per geometry when not given (``None``): depths, heads, Mix-FFN ratios, sr ratios.
+#: Legacy: what fitted 38.7M with ViT widths 64/128/256/512 (the model before issue #14). Paper: widths
+#: 32/64/128/256 free ~5 M parameters, spent on depth (PVT-v2-b2's depths 3/4/6/3) and PVT-v2's
+#: Mix-FFN ratios 8/8/4/4.
+VIT_DEFAULTS: dict[tuple[int, ...], dict[str, tuple[float, ...]]] = {
+    PAPER_STRIDES: dict(depths=(3, 4, 6, 3), heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 8), sr_ratios=(8, 4, 2, 1)),
+    LEGACY_STRIDES: dict(depths=(1, 1, 1, 1), heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 2), sr_ratios=(8, 4, 2, 1)),
+}
+
+
+def cnn_level(stride: int) -> int:
+    """CNN level on a grid of ``stride`` (level l is at stride 2^l)."""
+    return int(math.log2(stride))
+
+
+def fusion_levels(fusion: str, vit_strides: tuple[int, ...]) -> tuple[int, int]:
+    """CNN levels fused with ViT stages 1 and 2 (the FEB outputs).
+
+    ``stagger``: the CNN level on each ViT stage's own grid -- levels 1/2 (strides 2/4) with the paper's
+    strides, 2/3 (strides 4/8) with the legacy ones; either way a deeper CNN level than the ViT stage's
+    index. ``unstagger``: the same index, CNN levels 0/1 (the first and second conv levels), the ViT map
+    resampled to the CNN grid (2x with the paper's strides, 4x with the legacy ones).
+    """
+    if fusion == "stagger":
+        return cnn_level(vit_strides[0]), cnn_level(vit_strides[1])
+    if fusion == "unstagger":
+        return 0, 1
+    raise ValueError(f"fusion must be one of ['stagger', 'unstagger'], got {fusion!r}")
+
+
+def default_vit_dims(cnn_channels: tuple[int, ...], vit_strides: tuple[int, ...]) -> tuple[int, ...]:
+    """ViT width = 1/4 of the CNN level on the same grid (Sec. 4.3: ``F_T`` has d, ``F_C`` 4d channels);
+    a stage beyond the deepest CNN level doubles the previous width."""
+    dims: list[int] = []
+    for s in vit_strides:
+        level = cnn_level(s)
+        dims.append(cnn_channels[level] // 4 if level < len(cnn_channels) else 2 * dims[-1])
+    return tuple(dims)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,16 +302,46 @@ class GlobalAttentionBlock(nn.Module):
 # Information Recovery Module: U-Net-like decoder
 # ----------------------------------------------------------------------------------------------
 class UpBlock(nn.Module):
-    """``ConvTranspose2d(2, stride 2)`` to ``out_channels`` (half the level above), concat skip, double conv."""
+    """``ConvTranspose2d(2, stride 2)`` to ``out_channels`` (half the level above), concat skip, double conv.
+
+    ``skip_channels=0``: no skip at this level (ViT-only model above the first ViT stage's grid).
+    """
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
         self.conv = double_conv(skip_channels + out_channels, out_channels)
 
-    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        x = resize_to(self.up(x), tuple(skip.shape[-2:]))
+    def forward(self, x: Tensor, skip: Tensor | None) -> Tensor:
+        x = self.up(x)
+        if skip is None:
+            return self.conv(x)
+        x = resize_to(x, tuple(skip.shape[-2:]))
         return self.conv(torch.cat([skip, x], dim=1))
+
+
+def decoder_plan(
+    branches: str, fused_levels: tuple[int, int], vit_strides: tuple[int, ...], levels: int
+) -> list[list[str]]:
+    """Names of the features concatenated at each decoder level (level l at stride 2^l; the last is the
+    bottleneck the decoder starts from).
+
+    ``fuse0``/``fuse1`` are the Stagger Module's outputs (FFB; with one branch, that branch's feature at
+    the same place), ``cnn<l>`` CNN levels, ``vit<i>`` ViT stages, ``gab`` the GAB output, which joins
+    the decoder on its own grid (ViT stage 3's), so it is never resampled.
+    """
+    plan: list[list[str]] = [[] for _ in range(levels)]
+    if branches == "vit":  # each CNN feature replaced by the ViT feature on its grid, where one exists
+        for i, s in enumerate(vit_strides):
+            level = cnn_level(s)
+            if level < levels:
+                plan[level].append(f"fuse{i}" if i < 2 else f"vit{i}")
+    else:
+        for level in range(levels):
+            plan[level].append(f"fuse{fused_levels.index(level)}" if level in fused_levels else f"cnn{level}")
+    if branches != "cnn":
+        plan[cnn_level(vit_strides[2])].append("gab")
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,7 +350,10 @@ class UpBlock(nn.Module):
 class SNet(nn.Module):
     """SNet: parallel CNN + hierarchical ViT, FEB, stagger FFB fusion, GAB and a CNN decoder.
 
-    Ablations (Tables 5-6) are arguments: ``fusion="stagger"|"unstagger"``, ``feb``, ``ffb``, ``gab``.
+    Geometry: ``vit_strides=(2, 4, 8, 16)`` (paper, default) | ``(4, 8, 16, 32)`` (legacy). Ablations
+    (Tables 5-6) are arguments: ``fusion="stagger"|"unstagger"``, ``feb``, ``ffb``, ``gab``;
+    ``branches="both"|"cnn"|"vit"`` gives the single-branch comparison models. ViT arguments left at
+    ``None`` take the geometry's defaults (:data:`VIT_DEFAULTS`, :func:`default_vit_dims`).
     """
 
     def __init__(
@@ -287,12 +361,14 @@ class SNet(nn.Module):
         in_channels: int = 1,
         out_channels: int = 9,
         *,
+        vit_strides: tuple[int, ...] = PAPER_STRIDES,
+        branches: Branches = "both",
         cnn_channels: tuple[int, ...] = (64, 128, 256, 512, 1024),
-        vit_dims: tuple[int, ...] = (64, 128, 256, 512),
-        vit_depths: tuple[int, ...] = (1, 1, 1, 1),
-        vit_heads: tuple[int, ...] = (1, 2, 4, 8),
-        vit_mlp_ratios: tuple[float, ...] = (8, 8, 4, 2),
-        vit_sr_ratios: tuple[int, ...] = (8, 4, 2, 1),
+        vit_dims: tuple[int, ...] | None = None,
+        vit_depths: tuple[int, ...] | None = None,
+        vit_heads: tuple[int, ...] | None = None,
+        vit_mlp_ratios: tuple[float, ...] | None = None,
+        vit_sr_ratios: tuple[int, ...] | None = None,
         feb_heads: int = 2,
         gab_heads: int = 8,
         fusion: Fusion = "stagger",
@@ -303,97 +379,139 @@ class SNet(nn.Module):
         qkv_bias: bool = True,
     ) -> None:
         super().__init__()
-        self.stride = 32  # ViT stage 4 is at stride 32
-        if fusion not in FUSION_LEVELS:
-            raise ValueError(f"fusion must be one of {sorted(FUSION_LEVELS)}, got {fusion!r}")
+        vit_strides = tuple(int(s) for s in vit_strides)
+        if vit_strides not in VIT_DEFAULTS:
+            raise ValueError(f"vit_strides must be {PAPER_STRIDES} (paper) or {LEGACY_STRIDES}, got {vit_strides}")
+        if branches not in ("both", "cnn", "vit"):
+            raise ValueError(f"branches must be one of ['both', 'cnn', 'vit'], got {branches!r}")
         if len(cnn_channels) != 5:
             raise ValueError("cnn_channels needs 5 levels (strides 1, 2, 4, 8, 16)")
-        n = len(vit_dims)
-        if n != 4 or any(len(v) != 4 for v in (vit_depths, vit_heads, vit_mlp_ratios, vit_sr_ratios)):
+        cnn_channels = tuple(cnn_channels)
+        preset = VIT_DEFAULTS[vit_strides]
+        vit_dims = default_vit_dims(cnn_channels, vit_strides) if vit_dims is None else tuple(vit_dims)
+        vit_depths = tuple(preset["depths"] if vit_depths is None else vit_depths)  # type: ignore[arg-type]
+        vit_heads = tuple(preset["heads"] if vit_heads is None else vit_heads)  # type: ignore[arg-type]
+        vit_mlp_ratios = tuple(preset["mlp_ratios"] if vit_mlp_ratios is None else vit_mlp_ratios)
+        vit_sr_ratios = tuple(preset["sr_ratios"] if vit_sr_ratios is None else vit_sr_ratios)  # type: ignore[arg-type]
+        if any(len(v) != 4 for v in (vit_dims, vit_depths, vit_heads, vit_mlp_ratios, vit_sr_ratios)):
             raise ValueError("the ViT branch has 4 stages: give 4 dims, depths, heads, mlp ratios, sr ratios")
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.vit_strides = vit_strides
+        self.branches = branches
         self.fusion = fusion
-        self.use_feb, self.use_ffb, self.use_gab = feb, ffb, gab
-        self.fused_levels = FUSION_LEVELS[fusion]
+        use_cnn, use_vit = branches != "vit", branches != "cnn"
+        self.use_feb, self.use_ffb, self.use_gab = feb and use_vit, ffb and branches == "both", gab and use_vit
+        self.fused_levels = fusion_levels(fusion, vit_strides)
+        if branches == "vit":  # the aux heads sit on the FEB outputs, at ViT stages 1/2's own grids
+            self.fused_levels = (cnn_level(vit_strides[0]), cnn_level(vit_strides[1]))
+        self.stride = max(16 if use_cnn else 1, vit_strides[3] if use_vit else 1)
+        channels: dict[str, int] = {}
 
         # Parallel Module
-        self.cnn = CNNBranch(in_channels, tuple(cnn_channels))
-        dpr = drop_path_rates(vit_depths, drop_path_rate)
-        stages = []
-        for i in range(4):
-            stages.append(
-                TransformerStage(
-                    in_channels if i == 0 else vit_dims[i - 1],
-                    vit_dims[i],
-                    depth=vit_depths[i],
-                    num_heads=vit_heads[i],
-                    patch_size=7 if i == 0 else 3,
-                    stride=4 if i == 0 else 2,
-                    mlp_ratio=vit_mlp_ratios[i],
-                    sr_ratio=vit_sr_ratios[i],
-                    qkv_bias=qkv_bias,
-                    drop_path=dpr[i],
+        self.cnn = CNNBranch(in_channels, cnn_channels) if use_cnn else None
+        channels.update({f"cnn{level}": c for level, c in enumerate(cnn_channels)})
+        self.vit: nn.ModuleList | None = None
+        self.feb: FeatureEnhancementBlock | None = None
+        if use_vit:
+            dpr = drop_path_rates(vit_depths, drop_path_rate)
+            stages = []
+            for i in range(4):
+                stride = vit_strides[0] if i == 0 else 2
+                stages.append(
+                    TransformerStage(
+                        in_channels if i == 0 else vit_dims[i - 1],
+                        vit_dims[i],
+                        depth=int(vit_depths[i]),
+                        num_heads=int(vit_heads[i]),
+                        patch_size=2 * stride - 1,  # PVT-v2's overlap: 7x7 for stride 4, 3x3 for stride 2
+                        stride=stride,
+                        mlp_ratio=float(vit_mlp_ratios[i]),
+                        sr_ratio=int(vit_sr_ratios[i]),
+                        qkv_bias=qkv_bias,
+                        drop_path=dpr[i],
+                    )
                 )
-            )
-        self.vit = nn.ModuleList(stages)
-        self.feb = FeatureEnhancementBlock((vit_dims[0], vit_dims[1]), feb_heads, qkv_bias) if feb else None
+            self.vit = nn.ModuleList(stages)
+            channels.update({f"vit{i}": d for i, d in enumerate(vit_dims)})
+            if self.use_feb:
+                self.feb = FeatureEnhancementBlock((vit_dims[0], vit_dims[1]), feb_heads, qkv_bias)
 
-        # Stagger Module (FFB per pair) and the fused-feature heads (y_f)
+        # Stagger Module (FFB per pair; with one branch, that branch's feature passes through) and y_f heads
         fusers: list[nn.Module] = []
         for k, level in enumerate(self.fused_levels):
-            block = FeatureFusionBlock if ffb else ResizeConcat
-            fusers.append(block(cnn_channels[level], vit_dims[k]))
+            if branches == "both":
+                block = FeatureFusionBlock if ffb else ResizeConcat
+                fusers.append(block(cnn_channels[level], vit_dims[k]))
+            channels[f"fuse{k}"] = fusers[k].out_channels if fusers else (
+                cnn_channels[level] if branches == "cnn" else vit_dims[k]
+            )
         self.ffb = nn.ModuleList(fusers)
-        self.fused_heads = nn.ModuleList(nn.Conv2d(f.out_channels, out_channels, 1) for f in fusers)
+        self.fused_heads = nn.ModuleList(nn.Conv2d(channels[f"fuse{k}"], out_channels, 1) for k in range(2))
 
-        # Information Recovery Module: GAB on ViT stages 3-4, joined to the CNN bottleneck; U-Net decoder
-        self.gab: nn.Module = (
-            GlobalAttentionBlock(vit_dims[2], vit_dims[3], gab_heads, qkv_bias)
-            if gab
-            else ResizeConcat(vit_dims[2], vit_dims[3])  # GAB off
-        )
-        skip_channels = list(cnn_channels[:4])
-        for k, level in enumerate(self.fused_levels):
-            skip_channels[level] = fusers[k].out_channels
+        # Information Recovery Module: GAB on ViT stages 3-4 (joins the decoder on stage 3's grid); decoder
+        self.gab: nn.Module | None = None
+        if use_vit:
+            self.gab = (
+                GlobalAttentionBlock(vit_dims[2], vit_dims[3], gab_heads, qkv_bias)
+                if gab
+                else ResizeConcat(vit_dims[2], vit_dims[3])  # GAB off
+            )
+            channels["gab"] = self.gab.out_channels
+        self.plan = decoder_plan(branches, self.fused_levels, vit_strides, len(cnn_channels))
+        if not self.plan[-1]:
+            raise ValueError("the decoder's bottleneck (stride 16) has no input")
         ups = []
-        c_in = cnn_channels[4] + self.gab.out_channels
-        for level in (3, 2, 1, 0):
-            ups.append(UpBlock(c_in, skip_channels[level], cnn_channels[level]))
+        c_in = sum(channels[name] for name in self.plan[-1])
+        for level in range(len(cnn_channels) - 2, -1, -1):
+            ups.append(UpBlock(c_in, sum(channels[name] for name in self.plan[level]), cnn_channels[level]))
             c_in = cnn_channels[level]
         self.decoder = nn.ModuleList(ups)
         self.head = nn.Conv2d(cnn_channels[0], out_channels, 1)
 
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """Every feature the decoder plan names: ``cnn<l>``, ``vit<i>``, ``fuse0/1``, ``gab``."""
+        feats: dict[str, Tensor] = {}
+        if self.cnn is not None:
+            feats.update({f"cnn{level}": f for level, f in enumerate(self.cnn(x))})  # strides 1, 2, 4, 8, 16
+        if self.vit is not None:
+            h = x
+            for i, stage in enumerate(self.vit):  # strides vit_strides
+                h = stage(h)
+                feats[f"vit{i}"] = h
+            if self.feb is not None:
+                feats["vit0"], feats["vit1"] = self.feb(feats["vit0"], feats["vit1"])
+            assert self.gab is not None
+            feats["gab"] = self.gab(feats["vit2"], feats["vit3"])
+        for k, level in enumerate(self.fused_levels):
+            if self.branches == "both":
+                feats[f"fuse{k}"] = self.ffb[k](feats[f"cnn{level}"], feats[f"vit{k}"])
+            else:
+                feats[f"fuse{k}"] = feats[f"cnn{level}" if self.branches == "cnn" else f"vit{k}"]
+        return feats
+
     def forward(self, x: Tensor) -> SegOutput:
         check_input_size(x, self.stride, "snet")
         size = tuple(x.shape[-2:])
-        c = self.cnn(x)  # strides 1, 2, 4, 8, 16
-        t = []
-        h = x
-        for stage in self.vit:  # strides 4, 8, 16, 32
-            h = stage(h)
-            t.append(h)
-        t1, t2 = self.feb(t[0], t[1]) if self.feb is not None else (t[0], t[1])
+        feats = self.encode(x)
 
-        skips = list(c[:4])
-        fused_logits = []
-        for k, (vit_feat, level) in enumerate(zip((t1, t2), self.fused_levels, strict=True)):
-            f_fuse = self.ffb[k](c[level], vit_feat)
-            skips[level] = f_fuse
-            fused_logits.append(resize_to(self.fused_heads[k](f_fuse), size))
+        def level_input(level: int) -> Tensor | None:
+            names = self.plan[level]
+            return torch.cat([feats[n] for n in names], dim=1) if names else None
 
-        y = torch.cat([c[4], self.gab(t[2], t[3])], dim=1)  # GAB output joins the decoder at stride 16
-        for up, level in zip(self.decoder, (3, 2, 1, 0), strict=True):
-            y = up(y, skips[level])
+        y = level_input(len(self.plan) - 1)
+        for up, level in zip(self.decoder, range(len(self.plan) - 2, -1, -1), strict=True):
+            y = up(y, level_input(level))
         logits = self.head(y)
-        return SegOutput(logits=logits, aux={"fused": fused_logits[0] + fused_logits[1]})
+        fused = sum(resize_to(head(feats[f"fuse{k}"]), size) for k, head in enumerate(self.fused_heads))
+        return SegOutput(logits=logits, aux={"fused": fused})
 
 
 @register_model(
     "snet",
     paper="SNet (Stagger Network), Neural Networks 2025, arXiv 2403.19177",
     default_size=(224, 224),
-    stride=32,
+    stride=16,
 )
 def snet(in_channels: int = 1, out_channels: int = 9, **kwargs: object) -> SNet:
     """SNet: parallel CNN + ViT with stagger fusion (FEB, FFB, GAB); ~38.7M parameters."""
