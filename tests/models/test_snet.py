@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medseg.config import load_config
+from medseg.config import ConfigError, load_config
 from medseg.layers.transformer import map_to_tokens, tokens_to_map
 from medseg.losses._registry import build_loss
 from medseg.models import build_model, count_parameters, get_entry
@@ -57,7 +57,9 @@ def test_registry_entry() -> None:
 def test_parameter_count_matches_paper() -> None:
     with torch.device("meta"):
         n = count_parameters(build_model("snet", in_channels=1, out_channels=9))
-        legacy = count_parameters(build_model("snet", in_channels=1, out_channels=9, vit_strides=LEGACY_STRIDES))
+        legacy = count_parameters(
+            build_model("snet", in_channels=1, out_channels=9, vit_strides=LEGACY_STRIDES)
+        )
     assert n == OUR_PARAMS and abs(n / PAPER_PARAMS - 1) < 0.03  # +0.48 %
     assert legacy == LEGACY_PARAMS and abs(legacy / PAPER_PARAMS - 1) < 0.03  # -0.05 %
 
@@ -68,9 +70,17 @@ def test_geometry_defaults() -> None:
     # ViT widths 1/4 of the CNN level on the same grid; first patch embedding 3x3/2 (paper) or 7x7/4 (PVT-v2)
     assert [s.patch_embed.proj.out_channels for s in paper.vit] == [32, 64, 128, 256]
     assert [s.patch_embed.proj.out_channels for s in legacy.vit] == [64, 128, 256, 512]
-    assert paper.vit[0].patch_embed.proj.kernel_size == (3, 3) and paper.vit[0].patch_embed.proj.stride == (2, 2)
-    assert legacy.vit[0].patch_embed.proj.kernel_size == (7, 7) and legacy.vit[0].patch_embed.proj.stride == (4, 4)
-    assert [len(s.blocks) for s in paper.vit] == [3, 4, 6, 3] and [len(s.blocks) for s in legacy.vit] == [1] * 4
+    assert paper.vit[0].patch_embed.proj.kernel_size == (3, 3) and paper.vit[0].patch_embed.proj.stride == (
+        2,
+        2,
+    )
+    assert legacy.vit[0].patch_embed.proj.kernel_size == (7, 7) and legacy.vit[0].patch_embed.proj.stride == (
+        4,
+        4,
+    )
+    assert [len(s.blocks) for s in paper.vit] == [3, 4, 6, 3] and [len(s.blocks) for s in legacy.vit] == [
+        1
+    ] * 4
     assert (paper.stride, legacy.stride) == (16, 32)
     with pytest.raises(ValueError, match="vit_strides"):
         SNet(1, 2, vit_strides=(2, 4, 8, 32), **SMALL)
@@ -78,6 +88,13 @@ def test_geometry_defaults() -> None:
         SNet(1, 2, branches="cnn+vit", **SMALL)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fusion"):
         SNet(1, 2, fusion="diagonal", **SMALL)  # type: ignore[arg-type]
+
+
+def test_bad_geometry_through_the_registry_is_a_config_error() -> None:
+    with pytest.raises(
+        ConfigError, match=r"model 'snet': bad model.kwargs: vit_strides must be \(2, 4, 8, 16\)"
+    ):
+        build_model("snet", 1, 2, vit_strides=[2, 4, 8, 32])
 
 
 def test_cnn_only_is_the_classic_unet() -> None:
@@ -126,7 +143,9 @@ def test_gab_enters_the_decoder_at_stride_8_with_the_paper_strides() -> None:
     assert paper.decoder[0].up.in_channels == 1024 and paper.decoder[0].conv[0].in_channels == 512 + 128 + 512
     # legacy: GAB (256, stride 16) concatenated with the bottleneck (1024), the model before issue #14;
     # its stride-8 skip is F_fuse of the second stagger pair (2d = 256)
-    assert legacy.decoder[0].up.in_channels == 1024 + 256 and legacy.decoder[0].conv[0].in_channels == 256 + 512
+    assert (
+        legacy.decoder[0].up.in_channels == 1024 + 256 and legacy.decoder[0].conv[0].in_channels == 256 + 512
+    )
 
 
 @pytest.mark.parametrize(
@@ -138,8 +157,9 @@ def test_gab_enters_the_decoder_at_stride_8_with_the_paper_strides() -> None:
         (LEGACY_STRIDES, "unstagger", (0, 1), 4),  # the earlier 4x upsampling
     ],
 )
-def test_fusion_pairs_and_resampling(vit_strides: tuple[int, ...], fusion: str, levels: tuple, scale: int,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fusion_pairs_and_resampling(
+    vit_strides: tuple[int, ...], fusion: str, levels: tuple, scale: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Hooks record what each FFB receives; a spy on ``F.interpolate`` records resampling inside FFBs."""
     model = SNet(1, 2, vit_strides=vit_strides, fusion=fusion, **SMALL).eval()
     assert model.fused_levels == levels
@@ -202,8 +222,13 @@ def test_unstagger_pairs_same_level() -> None:
     assert [f.fuse[0].in_channels for f in stagger.ffb] == [8 + 16, 16 + 32]
     assert [f.fuse[0].in_channels for f in unstagger.ffb] == [8 + 8, 16 + 16]
     # the decoder's skip at level 0 is the 2d = 8-channel F_fuse (+ 8 upsampled channels)
-    assert unstagger.decoder[3].conv[0].in_channels == 8 + 8 and stagger.decoder[3].conv[0].in_channels == 8 + 8
-    assert unstagger.decoder[2].conv[0].in_channels == 16 + 16 and stagger.decoder[2].conv[0].in_channels == 8 + 16
+    assert (
+        unstagger.decoder[3].conv[0].in_channels == 8 + 8 and stagger.decoder[3].conv[0].in_channels == 8 + 8
+    )
+    assert (
+        unstagger.decoder[2].conv[0].in_channels == 16 + 16
+        and stagger.decoder[2].conv[0].in_channels == 8 + 16
+    )
 
 
 @pytest.mark.parametrize("vit_strides", GEOMETRIES, ids=["paper", "legacy"])
@@ -342,9 +367,16 @@ def test_recipes_validate(recipe: str, classes: int, epochs: int) -> None:
 
 def test_recipe_presets_build_their_models() -> None:
     """Each SNet preset of snet_synapse builds (meta device: no weights) with the parameters it should have."""
-    expected = {None: OUR_PARAMS, "legacy_strides": LEGACY_PARAMS, "unstagger": 39_047_771,
-                "stagger_only": 39_890_491, "stagger_feb": 39_912_411, "no_gab": 39_966_107,
-                "cnn_only": 31_040_475, "vit_only": 15_866_011}
+    expected = {
+        None: OUR_PARAMS,
+        "legacy_strides": LEGACY_PARAMS,
+        "unstagger": 39_047_771,
+        "stagger_only": 39_890_491,
+        "stagger_feb": 39_912_411,
+        "no_gab": 39_966_107,
+        "cnn_only": 31_040_475,
+        "vit_only": 15_866_011,
+    }
     for preset, params in expected.items():
         cfg = load_config("snet_synapse", [f"preset={preset}"] if preset else [])
         with torch.device("meta"):

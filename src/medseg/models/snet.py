@@ -2,80 +2,103 @@
 
 Paper: T. Liu, Z. Tan, K. Huang, H. Jiang, "Rethinking Information Loss in Medical Image
 Segmentation with Various-sized Targets" (SNet, Stagger Network), Neural Networks 2025,
-arXiv 2403.19177 (``shared/papers/snet.txt``). Official code: none exists, so every choice the
-paper leaves open is ours (listed below; ``docs/models/snet.md`` has the same list and a
-parameter breakdown).
+arXiv 2403.19177 (``shared/papers/snet.txt``). Official code: none exists, so the text rules and
+every choice it leaves open is ours (listed below; ``docs/models/snet.md`` has the same list, a
+parameter/GMAC breakdown of both geometries and where GAB enters the decoder).
 
-Architecture as built (default ``snet``: 38,682,075 parameters with ``in_channels=1,
-out_channels=9`` (Synapse); paper Table 4: 38.7M):
+Architecture as built (default ``snet``: 38,885,659 parameters with ``in_channels=1, out_channels=9``
+(Synapse), +0.48 % of Table 4's 38.7M; 75.7 GMACs at 224x224):
 
+* **Geometry** (``vit_strides``). The paper's FEB has ``N_i = HW / 2^(2i)`` tokens at ViT layer i
+  (Sec. 4.2), so ViT stages 1-4 sit at strides **2/4/8/16** (default, :data:`PAPER_STRIDES`). Our
+  earlier strides 4/8/16/32 (PVT-v2's) stay as ``vit_strides=(4, 8, 16, 32)`` (:data:`LEGACY_STRIDES`):
+  that model is unchanged, parameter for parameter (38,682,075).
 * **Parallel Module** (Sec. 4.2). CNN branch: a U-Net encoder, levels 0-4 with 64/128/256/512/1024
   channels at strides 1/2/4/8/16, each ``(3x3 Conv-BN-ReLU) x 2``, ``MaxPool2d(2)`` between levels.
-  ViT branch: 4 PVT-v2 stages (``layers/transformer.py``) at strides 4/8/16/32, widths
-  64/128/256/512, one block per stage, heads 1/2/4/8, spatial-reduction ratios 8/4/2/1, Mix-FFN
-  ratios 8/8/4/2, overlapping patch embedding (7x7 stride 4, then 3x3 stride 2), no position
-  embedding (the Mix-FFN depth-wise conv carries position), so any multiple of 32 works.
-* **FEB** (Fig. 4) on ViT stages 1 and 2: flatten, project stage 1 (64) to the common width 128,
-  concatenate along the token axis (``N_1 + N_2 = HW/16 + HW/64`` tokens), one pre-norm multi-head
-  self-attention (2 heads, full attention), split back by token count, project back, residual, then
-  a residual 3x3 depth-wise conv per stage.
-* **Stagger Module / FFB** (Sec. 4.3, Fig. 5). ViT stage 1 (d = 64) with CNN level 2 (4d = 256,
-  stride 4); ViT stage 2 (d = 128) with CNN level 3 (4d = 512, stride 8). The ViT map is resized
-  (bilinear) to the CNN grid -- with these widths both pairs already share a grid, so the "stagger"
-  is in depth: the CNN feature is two levels deeper (3rd/4th conv level vs 1st/2nd ViT stage).
-  ``F1 = [F_C, F_T]`` (5d) -> 3x3 depth-wise conv -> 1x1 point-wise 5d->2d -> BN -> GELU = ``F2``;
-  ``[F2, F_C]`` (6d) -> 3x3 Conv-BN-GELU = ``F_fuse`` (2d = half the CNN level's width: 128 at
-  stride 4, 256 at stride 8). ``F_fuse`` replaces the CNN skip connection of its level in the decoder.
-* **Information Recovery Module** (Sec. 4.4). GAB (Fig. 6) on ViT stages 3 (256, stride 16) and 4
-  (512, stride 32): stage 4 -> 1x1 conv to 256 -> bilinear to stage 3's grid -> LayerNorm; then with
-  ``X1``, ``X2`` the two token sets (``Q = K = V = X``, no learned projection)::
+  ViT branch: 4 PVT-v2 stages (``layers/transformer.py``) at ``vit_strides``; width of each stage =
+  **1/4 of the CNN level on the same grid** (32/64/128/256; legacy 64/128/256/512, the stride-32 stage
+  doubling the one before), so every stagger pair has Sec. 4.3's d : 4d channels. Overlapping patch
+  embedding with PVT-v2's kernel 2s - 1 (3x3 stride 2 for every paper stage; legacy 7x7 stride 4, then
+  3x3 stride 2), efficient attention (sr 8/4/2/1), Mix-FFN, no position embedding (the Mix-FFN
+  depth-wise conv carries position, so any multiple of the stride works).
+* **FEB** (Fig. 4) on ViT stages 1 and 2: flatten, project stage 1 to stage 2's width, concatenate along
+  the token axis (``N_1 + N_2 = HW/4 + HW/16`` tokens; legacy ``HW/16 + HW/64``), one pre-norm
+  multi-head self-attention (2 heads, full attention), split back by token count, project back,
+  residual, then a residual 3x3 depth-wise conv per stage.
+* **Stagger Module / FFB** (Sec. 4.3, Fig. 5). ``fusion="stagger"``: ViT stage 1 with the CNN level on
+  its grid, ViT stage 2 likewise -- CNN levels 1/2 (128 at stride 2, 256 at stride 4) with the paper's
+  strides, so a *lower* ViT stage meets a *deeper* CNN level of the same resolution and nothing is
+  resampled (legacy: levels 2/3, 256 at stride 4 and 512 at stride 8). ``F1 = [F_C, F_T]`` (5d) ->
+  3x3 depth-wise conv -> 1x1 point-wise 5d->2d -> BN -> GELU = ``F2``; ``[F2, F_C]`` (6d) -> 3x3
+  Conv-BN-GELU = ``F_fuse`` (2d = half the CNN level's width). ``F_fuse`` replaces the CNN skip
+  connection of its level in the decoder.
+* **Information Recovery Module** (Sec. 4.4). GAB (Fig. 6) on ViT stages 3 and 4: stage 4 -> 1x1 conv
+  to stage 3's width -> bilinear to stage 3's grid (2x) -> LayerNorm; then with ``X1``, ``X2`` the two
+  token sets (``Q = K = V = X``, no learned projection)::
 
-      F_sum = softmax(X1 X1^T / sqrt(d)) + softmax(X2 X2^T / sqrt(d))      (Eq. 7, single head, d = 256)
+      F_sum = softmax(X1 X1^T / sqrt(d)) + softmax(X2 X2^T / sqrt(d))      (Eq. 7, single head)
       F1    = F_sum X1 + X2                                                (Eq. 8)
       F2    = F_sum X2 + X1                                                (Eq. 9)
       F_out = softmax((F1 W_q)(F2 W_k)^T / sqrt(d_h)) (F2 W_v) W_o         (Eq. 10, 8 heads)
 
-  ``F_out`` (256 ch, stride 16) is concatenated with the CNN bottleneck (level 4, 1024 ch) and the
-  U-Net decoder runs from there: per level ``ConvTranspose2d(2, stride 2)`` halving the width
-  (1024+256 -> 512 -> 256 -> 128 -> 64), concat skip, ``(3x3 Conv-BN-ReLU) x 2``; 1x1 head.
+  ``F_out`` stays on stage 3's grid and is **concatenated into the decoder at that grid**: with the
+  paper's strides at stride 8, next to CNN level 3's skip (decoder stage 8 takes 512 + 128 + 512
+  channels); legacy at stride 16, next to the CNN bottleneck (1024 + 256). U-Net decoder: per level
+  ``ConvTranspose2d(2, stride 2)`` to 512/256/128/64, concat the level's inputs (:func:`decoder_plan`),
+  ``(3x3 Conv-BN-ReLU) x 2``; 1x1 head.
 * **Outputs.** ``logits`` = decoder head at input size. ``aux["fused"]`` = the fused-feature
   prediction y_f of Sec. 5.1.3: a 1x1 head on each of the two FFB outputs, each upsampled
   (bilinear) to the input size, summed (one map, one deep-supervision term as in the paper's loss).
 * **Loss** (recipes, not code): ``0.6 BCE + 0.4 Dice`` on ``logits`` and on ``aux/fused``; for K > 1
   classes CE replaces BCE (``dice_ce`` with ce_weight 0.6, dice_weight 0.4; Dice = TransUNet's).
 
-Ablations (Tables 5-6), constructor arguments:
+Ablations (Tables 5-6) and comparison models, constructor arguments:
 
-* ``fusion="unstagger"``: ViT stages 1/2 fuse with CNN levels 0/1 (64 ch at stride 1, 128 ch at
-  stride 2) -- the *same level* of each branch (first / second stage, equal widths); the ViT map is
-  upsampled 4x to the CNN grid; FFB output stays 2d (128 at stride 1, 256 at stride 2); CNN levels
-  2/3 then reach the decoder as plain skips. FEB/FFB/GAB unchanged (as the paper's comparison model).
-  No "same resolution" pairing differs from stagger here, because stagger pairs already share a grid.
+* ``fusion="unstagger"``: ViT stages 1/2 fuse with CNN levels 0/1 -- the *same index* (first / second
+  stage of each branch, TransFuse-style), the ViT map resampled (bilinear) to the CNN grid: 2x with the
+  paper's strides (64 ch at stride 1 with ViT 32 at stride 2; 128 at stride 2 with ViT 64 at stride 4);
+  4x with the legacy ones. FFB output stays 2d; the stagger levels reach the decoder as plain skips.
+  FEB/FFB/GAB unchanged (as the paper's comparison model).
 * ``feb=False``: identity (stages 1/2 go to the fusion unchanged).
 * ``ffb=False``: plain concatenation ``[F_C, resize(F_T)]`` (5d channels) as the skip.
-* ``gab=False``: plain concatenation ``[stage 3, upsample(stage 4)]`` (768 ch) joins the bottleneck;
-  stage 3/4 stay in use (the paper does not say what replaces GAB).
+* ``gab=False``: plain concatenation ``[stage 3, upsample(stage 4)]`` joins the decoder where GAB's
+  output would (the paper does not say what replaces GAB).
+* ``branches="cnn"``: the CNN branch alone feeds the same decoder (no ViT, FEB, FFB, GAB): the classic
+  U-Net plus the two y_f heads, now on the CNN levels the fusion would use. ``branches="vit"``: the ViT
+  branch (with FEB and GAB, switchable) alone feeds the same decoder, each CNN feature replaced by the
+  ViT feature on its grid where one exists (FEB outputs where F_fuse was, stage 3/4 where CNN levels
+  3/4 were; no skip above the first ViT stage's grid); y_f heads on the FEB outputs; ``fusion`` and
+  ``ffb`` have no effect.
 
 Choices the paper leaves open (ours; NOTES.md Sec. 7 item 11 plus the ones marked *):
 
-1. CNN widths/depth: U-Net 64..1024 at strides 1..16 (NOTES). ViT widths 64/128/256/512 (NOTES),
-   so ViT = 1/4 of the paired CNN level as Sec. 4.3 states.
-2. * ViT depths 1/1/1/1 and Mix-FFN ratios 8/8/4/2 (PVT-v2's 8/8/4/4 with the last halved) are
-   what fits the 38.7M budget next to a full U-Net; heads 1/2/4/8 (head dim 64), sr 8/4/2/1.
-3. Stagger pairs by the 4x channel ratio: ViT 1 <-> CNN level 2, ViT 2 <-> CNN level 3 (NOTES).
+1. CNN widths/depth: U-Net 64..1024 at strides 1..16 (NOTES). ViT strides 2/4/8/16 from
+   ``N_i = HW/2^(2i)`` (NOTES, issue #14); * ViT width = 1/4 of the CNN level on the same grid, the
+   ratio Sec. 4.3 states for the fused pair, applied to every stage.
+2. * ViT depths 3/4/6/3 and heads 1/2/4/8 (head dim 32; PVT-v2-b2's depths), Mix-FFN ratios 8/8/4/8
+   (PVT-v2's 8/8/4/4 with the last raised to 8): what fits the 38.7M budget next to a full U-Net
+   (8/8/4/4 gives 37.3M, -3.7 %). sr 8/4/2/1. Patch kernels 2s - 1 (PVT-v2's overlap rule). Legacy: depths
+   1/1/1/1, Mix-FFN 8/8/4/2 (:data:`VIT_DEFAULTS`).
+3. Stagger pairs: the CNN level on each of ViT stages 1/2's grids (NOTES: lower ViT with higher CNN;
+   * same grid, so no resampling). The paper chose its pairs by KL divergence; we fix them by grid.
 4. * FFB's "DW-Conv ... -> 2d" is a depth-wise 3x3 + point-wise 1x1 (a depth-wise conv alone cannot
    change 5d to 2d); the second "Conv-BN-GELU" is a 3x3 conv; F_fuse replaces the CNN skip.
 5. * FEB: common width = the wider stage (Linear projections in/out), 2 heads, full attention (no
-   spatial reduction), pre-norm LayerNorm, residuals around the attention and the depth-wise conv.
-6. GAB: stage 4 upsampled to stage 3's grid (NOTES); * 1x1 projection 512->256 + LayerNorm so that
-   Eq. 7-9 have equal widths; Eq. 7-9 single-head with d = 256; Eq. 10 with 8 heads, qkv bias and
-   an output projection W_o (standard MHA); no residual around Eq. 10 (the paper's F_out is the result).
-7. * GAB output joins the decoder by concatenation with the CNN bottleneck at stride 16.
+   spatial reduction; with the paper's strides this is 15,680 tokens and 31.8 of the 75.7 GMACs at 224),
+   pre-norm LayerNorm, residuals around the attention and the depth-wise conv.
+6. GAB: stage 4 upsampled to stage 3's grid (NOTES); * 1x1 projection + LayerNorm so that Eq. 7-9 have
+   equal widths; Eq. 7-9 single-head with d = stage 3's width; Eq. 10 with 8 heads, qkv bias and an
+   output projection W_o (standard MHA); no residual around Eq. 10 (the paper's F_out is the result).
+7. * GAB's output joins the decoder by concatenation on its own grid (stage 3's: stride 8 with the
+   paper's strides, stride 16 legacy), never resampled; see docs/models/snet.md for why.
 8. * Decoder: U-Net style transposed-conv upsampling (2x2, stride 2) + double conv, widths halving.
 9. y_f: 1x1 head per FFB output, upsampled to the input (NOTES); * summed into one ``aux["fused"]``.
 10. * Initialisation: PVT-v2 (trunc-normal 0.02) for transformer parts, PyTorch defaults for convs;
     no pretrained weights (as the paper). Drop path 0 by default (paper: no regularisation stated).
-11. Training (recipes): SGD momentum 0.9, wd 1e-4, batch 12, 224, lr 0.01 + poly 0.9 (TransUNet's;
+11. * Comparison models (``branches``): one branch into the same decoder, each feature of the removed
+    branch replaced by the remaining branch's feature on the same grid (none where it has none); the
+    y_f heads are kept so the recipes' loss (two deep-supervision terms) applies unchanged.
+12. Training (recipes): SGD momentum 0.9, wd 1e-4, batch 12, 224, lr 0.01 + poly 0.9 (TransUNet's;
     the paper gives no learning rate), 300 epochs Synapse / 150 ACDC.
 """
 
@@ -110,11 +133,15 @@ LEGACY_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 
 #: ViT hyper-parameters per geometry when not given (``None``): depths, heads, Mix-FFN ratios, sr ratios.
 #: Legacy: what fitted 38.7M with ViT widths 64/128/256/512 (the model before issue #14). Paper: widths
-#: 32/64/128/256 free ~5 M parameters, spent on depth (PVT-v2-b2's depths 3/4/6/3) and PVT-v2's
-#: Mix-FFN ratios 8/8/4/4.
+#: 32/64/128/256 free ~6.5 M parameters, spent on depth (PVT-v2-b2's depths 3/4/6/3) and PVT-v2's
+#: Mix-FFN ratios 8/8/4/4 with the last raised to 8 (8/8/4/4 alone: 37.3M, -3.7 %).
 VIT_DEFAULTS: dict[tuple[int, ...], dict[str, tuple[float, ...]]] = {
-    PAPER_STRIDES: dict(depths=(3, 4, 6, 3), heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 8), sr_ratios=(8, 4, 2, 1)),
-    LEGACY_STRIDES: dict(depths=(1, 1, 1, 1), heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 2), sr_ratios=(8, 4, 2, 1)),
+    PAPER_STRIDES: dict(
+        depths=(3, 4, 6, 3), heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 8), sr_ratios=(8, 4, 2, 1)
+    ),
+    LEGACY_STRIDES: dict(
+        depths=(1, 1, 1, 1), heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 2), sr_ratios=(8, 4, 2, 1)
+    ),
 }
 
 
@@ -381,7 +408,9 @@ class SNet(nn.Module):
         super().__init__()
         vit_strides = tuple(int(s) for s in vit_strides)
         if vit_strides not in VIT_DEFAULTS:
-            raise ValueError(f"vit_strides must be {PAPER_STRIDES} (paper) or {LEGACY_STRIDES}, got {vit_strides}")
+            raise ValueError(
+                f"vit_strides must be {PAPER_STRIDES} (paper) or {LEGACY_STRIDES}, got {vit_strides}"
+            )
         if branches not in ("both", "cnn", "vit"):
             raise ValueError(f"branches must be one of ['both', 'cnn', 'vit'], got {branches!r}")
         if len(cnn_channels) != 5:
@@ -401,7 +430,8 @@ class SNet(nn.Module):
         self.branches = branches
         self.fusion = fusion
         use_cnn, use_vit = branches != "vit", branches != "cnn"
-        self.use_feb, self.use_ffb, self.use_gab = feb and use_vit, ffb and branches == "both", gab and use_vit
+        self.use_feb, self.use_gab = feb and use_vit, gab and use_vit
+        self.use_ffb = ffb and branches == "both"
         self.fused_levels = fusion_levels(fusion, vit_strides)
         if branches == "vit":  # the aux heads sit on the FEB outputs, at ViT stages 1/2's own grids
             self.fused_levels = (cnn_level(vit_strides[0]), cnn_level(vit_strides[1]))
@@ -443,9 +473,9 @@ class SNet(nn.Module):
             if branches == "both":
                 block = FeatureFusionBlock if ffb else ResizeConcat
                 fusers.append(block(cnn_channels[level], vit_dims[k]))
-            channels[f"fuse{k}"] = fusers[k].out_channels if fusers else (
-                cnn_channels[level] if branches == "cnn" else vit_dims[k]
-            )
+                channels[f"fuse{k}"] = fusers[k].out_channels
+            else:
+                channels[f"fuse{k}"] = cnn_channels[level] if branches == "cnn" else vit_dims[k]
         self.ffb = nn.ModuleList(fusers)
         self.fused_heads = nn.ModuleList(nn.Conv2d(channels[f"fuse{k}"], out_channels, 1) for k in range(2))
 
