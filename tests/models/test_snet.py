@@ -392,3 +392,8 @@ def test_quickstart_keeps_the_legacy_strides() -> None:
     with torch.device("meta"):
         model = build_model("snet", in_channels=1, out_channels=7, **cfg.model.kwargs)
     assert count_parameters(model) == 1_010_773 and model.stride == 32
+    # the same for snet_acdc's measured `cpu` preset and the reproduce cpu-small budget written from it
+    from medseg.experiments.tables import SNET_CPU
+
+    assert load_config("snet_acdc", ["preset=cpu"]).model.kwargs["vit_strides"] == [4, 8, 16, 32]
+    assert load_config("snet_synapse", list(SNET_CPU)).model.kwargs["vit_strides"] == [4, 8, 16, 32]
