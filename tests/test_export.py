@@ -81,7 +81,8 @@ def test_export_run_dir_carries_config(tmp_path):
     from medseg.engine.predict import Predictor
 
     # the quickstart SNet (1 input channel, 7 classes, 128x128) at tiny widths: a quick export
-    cfg = load_config("quickstart", ["model.kwargs={cnn_channels: [4, 4, 8, 8, 8], vit_dims: [4, 8, 8, 8]}"])
+    cfg = load_config("quickstart", ["model.kwargs={cnn_channels: [4, 4, 8, 8, 8], vit_dims: [4, 8, 8, 8], "
+                                     "vit_strides: [4, 8, 16, 32]}"])  # the quickstart's pinned strides
     torch.manual_seed(0)
     model = build_model(cfg.model.name, in_channels=cfg.data.in_channels, out_channels=cfg.data.out_channels,
                         **cfg.model.kwargs)

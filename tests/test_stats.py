@@ -69,3 +69,15 @@ def test_paper_figures_table():
     assert PAPER_FIGURES["m2snet"]["params_ours_expected"] == 27_692_585
     assert PAPER_FIGURES["snet"]["params"] == 38_700_000
     assert PAPER_FIGURES["mda_unet"]["params"] is None
+
+
+def test_attention_macs_counted_on_cpu():
+    """torch's FlopCounterMode has no formula for the CPU attention kernel; count_macs adds the GPU kernels'
+    one: softmax(Q K^T) V costs B*h*Nq*Nk*(d + d_v) multiply-accumulates (here 2*10*6*(8+8) = 1920)."""
+
+    class Attend(torch.nn.Module):
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            kv = q[:, :, :6]
+            return torch.nn.functional.scaled_dot_product_attention(q, kv, kv)
+
+    assert count_macs(Attend(), torch.randn(1, 2, 10, 8)) == 1 * 2 * 10 * 6 * (8 + 8)

@@ -160,11 +160,23 @@ def device_description(device: str | torch.device = "cpu") -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads of {os.cpu_count()} CPUs (torch {torch.__version__})"
 
 
+def _cpu_sdpa_flops(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(q, k, v)
+
+
 def count_macs(model: nn.Module, x: Tensor, **forward_kwargs: Any) -> int:
-    """Multiply-accumulates of one ``model(x)`` by :class:`~torch.utils.flop_counter.FlopCounterMode`."""
+    """Multiply-accumulates of one ``model(x)`` by :class:`~torch.utils.flop_counter.FlopCounterMode`.
+
+    torch's table has no formula for the CPU kernel of ``scaled_dot_product_attention``
+    (``_scaled_dot_product_flash_attention_for_cpu``) and counts it as 0; it gets the formula of the
+    GPU kernels here, so attention counts the same on both devices.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    counter = FlopCounterMode(display=False, custom_mapping={cpu_sdpa: _cpu_sdpa_flops})
     with torch.inference_mode(), counter:
         model(x, **forward_kwargs)
     return int(counter.get_total_flops()) // 2

@@ -17,7 +17,7 @@ EXPECTED_PARAMS = {
     "msnet": 27_692_329,
     "m2snet": 27_692_585,
     "mgrad_unet": 24_094_023,
-    "snet": 38_685_891,
+    "snet": 38_885_315,
     "mda_unet": 60_120_302,
     "flexible_unet": 23_653_745,  # torchvision ResNet-34 without fc (21.28 M) + the 256-128-64-32-16 decoder
 }

@@ -65,12 +65,13 @@ def get_entry(name: str) -> ModelEntry:
 def build_model(name: str, in_channels: int = 3, out_channels: int = 1, **kwargs: Any) -> nn.Module:
     """Build a registered model. ``out_channels == 1`` is binary (sigmoid), ``K >= 2`` is softmax.
 
-    An unknown name or a keyword argument the builder does not take is a :class:`ConfigError`.
+    An unknown name, a keyword argument the builder does not take or a value it rejects (``ValueError``)
+    is a :class:`ConfigError`.
     """
     entry = get_entry(name)
     try:
         model = entry.builder(in_channels=in_channels, out_channels=out_channels, **kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         if not kwargs:  # no user arguments: a bug, not a config mistake
             raise
         raise ConfigError(f"model {name!r}: bad model.kwargs: {err}") from None

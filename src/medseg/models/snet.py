@@ -2,80 +2,103 @@
 
 Paper: T. Liu, Z. Tan, K. Huang, H. Jiang, "Rethinking Information Loss in Medical Image
 Segmentation with Various-sized Targets" (SNet, Stagger Network), Neural Networks 2025,
-arXiv 2403.19177 (``shared/papers/snet.txt``). Official code: none exists, so every choice the
-paper leaves open is ours (listed below; ``docs/models/snet.md`` has the same list and a
-parameter breakdown).
+arXiv 2403.19177 (``shared/papers/snet.txt``). Official code: none exists, so the text rules and
+every choice it leaves open is ours (listed below; ``docs/models/snet.md`` has the same list, a
+parameter/GMAC breakdown of both geometries and where GAB enters the decoder).
 
-Architecture as built (default ``snet``: 38,682,075 parameters with ``in_channels=1,
-out_channels=9`` (Synapse); paper Table 4: 38.7M):
+Architecture as built (default ``snet``: 38,885,659 parameters with ``in_channels=1, out_channels=9``
+(Synapse), +0.48 % of Table 4's 38.7M; 75.7 GMACs at 224x224):
 
+* **Geometry** (``vit_strides``). The paper's FEB has ``N_i = HW / 2^(2i)`` tokens at ViT layer i
+  (Sec. 4.2), so ViT stages 1-4 sit at strides **2/4/8/16** (default, :data:`PAPER_STRIDES`). Our
+  earlier strides 4/8/16/32 (PVT-v2's) stay as ``vit_strides=(4, 8, 16, 32)`` (:data:`LEGACY_STRIDES`):
+  that model is unchanged, parameter for parameter (38,682,075).
 * **Parallel Module** (Sec. 4.2). CNN branch: a U-Net encoder, levels 0-4 with 64/128/256/512/1024
   channels at strides 1/2/4/8/16, each ``(3x3 Conv-BN-ReLU) x 2``, ``MaxPool2d(2)`` between levels.
-  ViT branch: 4 PVT-v2 stages (``layers/transformer.py``) at strides 4/8/16/32, widths
-  64/128/256/512, one block per stage, heads 1/2/4/8, spatial-reduction ratios 8/4/2/1, Mix-FFN
-  ratios 8/8/4/2, overlapping patch embedding (7x7 stride 4, then 3x3 stride 2), no position
-  embedding (the Mix-FFN depth-wise conv carries position), so any multiple of 32 works.
-* **FEB** (Fig. 4) on ViT stages 1 and 2: flatten, project stage 1 (64) to the common width 128,
-  concatenate along the token axis (``N_1 + N_2 = HW/16 + HW/64`` tokens), one pre-norm multi-head
-  self-attention (2 heads, full attention), split back by token count, project back, residual, then
-  a residual 3x3 depth-wise conv per stage.
-* **Stagger Module / FFB** (Sec. 4.3, Fig. 5). ViT stage 1 (d = 64) with CNN level 2 (4d = 256,
-  stride 4); ViT stage 2 (d = 128) with CNN level 3 (4d = 512, stride 8). The ViT map is resized
-  (bilinear) to the CNN grid -- with these widths both pairs already share a grid, so the "stagger"
-  is in depth: the CNN feature is two levels deeper (3rd/4th conv level vs 1st/2nd ViT stage).
-  ``F1 = [F_C, F_T]`` (5d) -> 3x3 depth-wise conv -> 1x1 point-wise 5d->2d -> BN -> GELU = ``F2``;
-  ``[F2, F_C]`` (6d) -> 3x3 Conv-BN-GELU = ``F_fuse`` (2d = half the CNN level's width: 128 at
-  stride 4, 256 at stride 8). ``F_fuse`` replaces the CNN skip connection of its level in the decoder.
-* **Information Recovery Module** (Sec. 4.4). GAB (Fig. 6) on ViT stages 3 (256, stride 16) and 4
-  (512, stride 32): stage 4 -> 1x1 conv to 256 -> bilinear to stage 3's grid -> LayerNorm; then with
-  ``X1``, ``X2`` the two token sets (``Q = K = V = X``, no learned projection)::
+  ViT branch: 4 PVT-v2 stages (``layers/transformer.py``) at ``vit_strides``; width of each stage =
+  **1/4 of the CNN level on the same grid** (32/64/128/256; legacy 64/128/256/512, the stride-32 stage
+  doubling the one before), so every stagger pair has Sec. 4.3's d : 4d channels. Overlapping patch
+  embedding with PVT-v2's kernel 2s - 1 (3x3 stride 2 for every paper stage; legacy 7x7 stride 4, then
+  3x3 stride 2), efficient attention (sr 8/4/2/1), Mix-FFN, no position embedding (the Mix-FFN
+  depth-wise conv carries position, so any multiple of the stride works).
+* **FEB** (Fig. 4) on ViT stages 1 and 2: flatten, project stage 1 to stage 2's width, concatenate along
+  the token axis (``N_1 + N_2 = HW/4 + HW/16`` tokens; legacy ``HW/16 + HW/64``), one pre-norm
+  multi-head self-attention (2 heads, full attention), split back by token count, project back,
+  residual, then a residual 3x3 depth-wise conv per stage.
+* **Stagger Module / FFB** (Sec. 4.3, Fig. 5). ``fusion="stagger"``: ViT stage 1 with the CNN level on
+  its grid, ViT stage 2 likewise -- CNN levels 1/2 (128 at stride 2, 256 at stride 4) with the paper's
+  strides, so a *lower* ViT stage meets a *deeper* CNN level of the same resolution and nothing is
+  resampled (legacy: levels 2/3, 256 at stride 4 and 512 at stride 8). ``F1 = [F_C, F_T]`` (5d) ->
+  3x3 depth-wise conv -> 1x1 point-wise 5d->2d -> BN -> GELU = ``F2``; ``[F2, F_C]`` (6d) -> 3x3
+  Conv-BN-GELU = ``F_fuse`` (2d = half the CNN level's width). ``F_fuse`` replaces the CNN skip
+  connection of its level in the decoder.
+* **Information Recovery Module** (Sec. 4.4). GAB (Fig. 6) on ViT stages 3 and 4: stage 4 -> 1x1 conv
+  to stage 3's width -> bilinear to stage 3's grid (2x) -> LayerNorm; then with ``X1``, ``X2`` the two
+  token sets (``Q = K = V = X``, no learned projection)::
 
-      F_sum = softmax(X1 X1^T / sqrt(d)) + softmax(X2 X2^T / sqrt(d))      (Eq. 7, single head, d = 256)
+      F_sum = softmax(X1 X1^T / sqrt(d)) + softmax(X2 X2^T / sqrt(d))      (Eq. 7, single head)
       F1    = F_sum X1 + X2                                                (Eq. 8)
       F2    = F_sum X2 + X1                                                (Eq. 9)
       F_out = softmax((F1 W_q)(F2 W_k)^T / sqrt(d_h)) (F2 W_v) W_o         (Eq. 10, 8 heads)
 
-  ``F_out`` (256 ch, stride 16) is concatenated with the CNN bottleneck (level 4, 1024 ch) and the
-  U-Net decoder runs from there: per level ``ConvTranspose2d(2, stride 2)`` halving the width
-  (1024+256 -> 512 -> 256 -> 128 -> 64), concat skip, ``(3x3 Conv-BN-ReLU) x 2``; 1x1 head.
+  ``F_out`` stays on stage 3's grid and is **concatenated into the decoder at that grid**: with the
+  paper's strides at stride 8, next to CNN level 3's skip (decoder stage 8 takes 512 + 128 + 512
+  channels); legacy at stride 16, next to the CNN bottleneck (1024 + 256). U-Net decoder: per level
+  ``ConvTranspose2d(2, stride 2)`` to 512/256/128/64, concat the level's inputs (:func:`decoder_plan`),
+  ``(3x3 Conv-BN-ReLU) x 2``; 1x1 head.
 * **Outputs.** ``logits`` = decoder head at input size. ``aux["fused"]`` = the fused-feature
   prediction y_f of Sec. 5.1.3: a 1x1 head on each of the two FFB outputs, each upsampled
   (bilinear) to the input size, summed (one map, one deep-supervision term as in the paper's loss).
 * **Loss** (recipes, not code): ``0.6 BCE + 0.4 Dice`` on ``logits`` and on ``aux/fused``; for K > 1
   classes CE replaces BCE (``dice_ce`` with ce_weight 0.6, dice_weight 0.4; Dice = TransUNet's).
 
-Ablations (Tables 5-6), constructor arguments:
+Ablations (Tables 5-6) and comparison models, constructor arguments:
 
-* ``fusion="unstagger"``: ViT stages 1/2 fuse with CNN levels 0/1 (64 ch at stride 1, 128 ch at
-  stride 2) -- the *same level* of each branch (first / second stage, equal widths); the ViT map is
-  upsampled 4x to the CNN grid; FFB output stays 2d (128 at stride 1, 256 at stride 2); CNN levels
-  2/3 then reach the decoder as plain skips. FEB/FFB/GAB unchanged (as the paper's comparison model).
-  No "same resolution" pairing differs from stagger here, because stagger pairs already share a grid.
+* ``fusion="unstagger"``: ViT stages 1/2 fuse with CNN levels 0/1 -- the *same index* (first / second
+  stage of each branch, TransFuse-style), the ViT map resampled (bilinear) to the CNN grid: 2x with the
+  paper's strides (64 ch at stride 1 with ViT 32 at stride 2; 128 at stride 2 with ViT 64 at stride 4);
+  4x with the legacy ones. FFB output stays 2d; the stagger levels reach the decoder as plain skips.
+  FEB/FFB/GAB unchanged (as the paper's comparison model).
 * ``feb=False``: identity (stages 1/2 go to the fusion unchanged).
 * ``ffb=False``: plain concatenation ``[F_C, resize(F_T)]`` (5d channels) as the skip.
-* ``gab=False``: plain concatenation ``[stage 3, upsample(stage 4)]`` (768 ch) joins the bottleneck;
-  stage 3/4 stay in use (the paper does not say what replaces GAB).
+* ``gab=False``: plain concatenation ``[stage 3, upsample(stage 4)]`` joins the decoder where GAB's
+  output would (the paper does not say what replaces GAB).
+* ``branches="cnn"``: the CNN branch alone feeds the same decoder (no ViT, FEB, FFB, GAB): the classic
+  U-Net plus the two y_f heads, now on the CNN levels the fusion would use. ``branches="vit"``: the ViT
+  branch (with FEB and GAB, switchable) alone feeds the same decoder, each CNN feature replaced by the
+  ViT feature on its grid where one exists (FEB outputs where F_fuse was, stage 3/4 where CNN levels
+  3/4 were; no skip above the first ViT stage's grid); y_f heads on the FEB outputs; ``fusion`` and
+  ``ffb`` have no effect.
 
 Choices the paper leaves open (ours; NOTES.md Sec. 7 item 11 plus the ones marked *):
 
-1. CNN widths/depth: U-Net 64..1024 at strides 1..16 (NOTES). ViT widths 64/128/256/512 (NOTES),
-   so ViT = 1/4 of the paired CNN level as Sec. 4.3 states.
-2. * ViT depths 1/1/1/1 and Mix-FFN ratios 8/8/4/2 (PVT-v2's 8/8/4/4 with the last halved) are
-   what fits the 38.7M budget next to a full U-Net; heads 1/2/4/8 (head dim 64), sr 8/4/2/1.
-3. Stagger pairs by the 4x channel ratio: ViT 1 <-> CNN level 2, ViT 2 <-> CNN level 3 (NOTES).
+1. CNN widths/depth: U-Net 64..1024 at strides 1..16 (NOTES). ViT strides 2/4/8/16 from
+   ``N_i = HW/2^(2i)`` (NOTES, issue #14); * ViT width = 1/4 of the CNN level on the same grid, the
+   ratio Sec. 4.3 states for the fused pair, applied to every stage.
+2. * ViT depths 3/4/6/3 and heads 1/2/4/8 (head dim 32; PVT-v2-b2's depths), Mix-FFN ratios 8/8/4/8
+   (PVT-v2's 8/8/4/4 with the last raised to 8): what fits the 38.7M budget next to a full U-Net
+   (8/8/4/4 gives 37.3M, -3.7 %). sr 8/4/2/1. Patch kernels 2s - 1 (PVT-v2's overlap rule). Legacy: depths
+   1/1/1/1, Mix-FFN 8/8/4/2 (:data:`VIT_DEFAULTS`).
+3. Stagger pairs: the CNN level on each of ViT stages 1/2's grids (NOTES: lower ViT with higher CNN;
+   * same grid, so no resampling). The paper chose its pairs by KL divergence; we fix them by grid.
 4. * FFB's "DW-Conv ... -> 2d" is a depth-wise 3x3 + point-wise 1x1 (a depth-wise conv alone cannot
    change 5d to 2d); the second "Conv-BN-GELU" is a 3x3 conv; F_fuse replaces the CNN skip.
 5. * FEB: common width = the wider stage (Linear projections in/out), 2 heads, full attention (no
-   spatial reduction), pre-norm LayerNorm, residuals around the attention and the depth-wise conv.
-6. GAB: stage 4 upsampled to stage 3's grid (NOTES); * 1x1 projection 512->256 + LayerNorm so that
-   Eq. 7-9 have equal widths; Eq. 7-9 single-head with d = 256; Eq. 10 with 8 heads, qkv bias and
-   an output projection W_o (standard MHA); no residual around Eq. 10 (the paper's F_out is the result).
-7. * GAB output joins the decoder by concatenation with the CNN bottleneck at stride 16.
+   spatial reduction; with the paper's strides this is 15,680 tokens and 31.8 of the 75.7 GMACs at 224),
+   pre-norm LayerNorm, residuals around the attention and the depth-wise conv.
+6. GAB: stage 4 upsampled to stage 3's grid (NOTES); * 1x1 projection + LayerNorm so that Eq. 7-9 have
+   equal widths; Eq. 7-9 single-head with d = stage 3's width; Eq. 10 with 8 heads, qkv bias and an
+   output projection W_o (standard MHA); no residual around Eq. 10 (the paper's F_out is the result).
+7. * GAB's output joins the decoder by concatenation on its own grid (stage 3's: stride 8 with the
+   paper's strides, stride 16 legacy), never resampled; see docs/models/snet.md for why.
 8. * Decoder: U-Net style transposed-conv upsampling (2x2, stride 2) + double conv, widths halving.
 9. y_f: 1x1 head per FFB output, upsampled to the input (NOTES); * summed into one ``aux["fused"]``.
 10. * Initialisation: PVT-v2 (trunc-normal 0.02) for transformer parts, PyTorch defaults for convs;
     no pretrained weights (as the paper). Drop path 0 by default (paper: no regularisation stated).
-11. Training (recipes): SGD momentum 0.9, wd 1e-4, batch 12, 224, lr 0.01 + poly 0.9 (TransUNet's;
+11. * Comparison models (``branches``): one branch into the same decoder, each feature of the removed
+    branch replaced by the remaining branch's feature on the same grid (none where it has none); the
+    y_f heads are kept so the recipes' loss (two deep-supervision terms) applies unchanged.
+12. Training (recipes): SGD momentum 0.9, wd 1e-4, batch 12, 224, lr 0.01 + poly 0.9 (TransUNet's;
     the paper gives no learning rate), 300 epochs Synapse / 150 ACDC.
 """
 
@@ -102,9 +125,54 @@ from medseg.models._output import SegOutput
 from medseg.models._registry import register_model
 
 Fusion = Literal["stagger", "unstagger"]
+Branches = Literal["both", "cnn", "vit"]
 
-# CNN levels (0 = stride 1 ... 4 = stride 16) fused with ViT stages 1 and 2 (the FEB outputs).
-FUSION_LEVELS: dict[str, tuple[int, int]] = {"stagger": (2, 3), "unstagger": (0, 1)}
+#: ViT stage strides: the paper's N_i = HW / 2^(2i) tokens (Sec. 4.2) and our earlier PVT-v2 strides.
+PAPER_STRIDES: tuple[int, ...] = (2, 4, 8, 16)
+LEGACY_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
+
+#: ViT hyper-parameters per geometry when not given (``None``): depths, heads, Mix-FFN ratios, sr ratios.
+#: Legacy: what fitted 38.7M with ViT widths 64/128/256/512 (the model before issue #14). Paper: widths
+#: 32/64/128/256 free ~6.5 M parameters, spent on depth (PVT-v2-b2's depths 3/4/6/3) and PVT-v2's
+#: Mix-FFN ratios 8/8/4/4 with the last raised to 8 (8/8/4/4 alone: 37.3M, -3.7 %).
+VIT_DEFAULTS: dict[tuple[int, ...], dict[str, tuple[float, ...]]] = {
+    PAPER_STRIDES: dict(
+        depths=(3, 4, 6, 3), heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 8), sr_ratios=(8, 4, 2, 1)
+    ),
+    LEGACY_STRIDES: dict(
+        depths=(1, 1, 1, 1), heads=(1, 2, 4, 8), mlp_ratios=(8, 8, 4, 2), sr_ratios=(8, 4, 2, 1)
+    ),
+}
+
+
+def cnn_level(stride: int) -> int:
+    """CNN level on a grid of ``stride`` (level l is at stride 2^l)."""
+    return int(math.log2(stride))
+
+
+def fusion_levels(fusion: str, vit_strides: tuple[int, ...]) -> tuple[int, int]:
+    """CNN levels fused with ViT stages 1 and 2 (the FEB outputs).
+
+    ``stagger``: the CNN level on each ViT stage's own grid -- levels 1/2 (strides 2/4) with the paper's
+    strides, 2/3 (strides 4/8) with the legacy ones; either way a deeper CNN level than the ViT stage's
+    index. ``unstagger``: the same index, CNN levels 0/1 (the first and second conv levels), the ViT map
+    resampled to the CNN grid (2x with the paper's strides, 4x with the legacy ones).
+    """
+    if fusion == "stagger":
+        return cnn_level(vit_strides[0]), cnn_level(vit_strides[1])
+    if fusion == "unstagger":
+        return 0, 1
+    raise ValueError(f"fusion must be one of ['stagger', 'unstagger'], got {fusion!r}")
+
+
+def default_vit_dims(cnn_channels: tuple[int, ...], vit_strides: tuple[int, ...]) -> tuple[int, ...]:
+    """ViT width = 1/4 of the CNN level on the same grid (Sec. 4.3: ``F_T`` has d, ``F_C`` 4d channels);
+    a stage beyond the deepest CNN level doubles the previous width."""
+    dims: list[int] = []
+    for s in vit_strides:
+        level = cnn_level(s)
+        dims.append(cnn_channels[level] // 4 if level < len(cnn_channels) else 2 * dims[-1])
+    return tuple(dims)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,16 +329,46 @@ class GlobalAttentionBlock(nn.Module):
 # Information Recovery Module: U-Net-like decoder
 # ----------------------------------------------------------------------------------------------
 class UpBlock(nn.Module):
-    """``ConvTranspose2d(2, stride 2)`` to ``out_channels`` (half the level above), concat skip, double conv."""
+    """``ConvTranspose2d(2, stride 2)`` to ``out_channels`` (half the level above), concat skip, double conv.
+
+    ``skip_channels=0``: no skip at this level (ViT-only model above the first ViT stage's grid).
+    """
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
         self.conv = double_conv(skip_channels + out_channels, out_channels)
 
-    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        x = resize_to(self.up(x), tuple(skip.shape[-2:]))
+    def forward(self, x: Tensor, skip: Tensor | None) -> Tensor:
+        x = self.up(x)
+        if skip is None:
+            return self.conv(x)
+        x = resize_to(x, tuple(skip.shape[-2:]))
         return self.conv(torch.cat([skip, x], dim=1))
+
+
+def decoder_plan(
+    branches: str, fused_levels: tuple[int, int], vit_strides: tuple[int, ...], levels: int
+) -> list[list[str]]:
+    """Names of the features concatenated at each decoder level (level l at stride 2^l; the last is the
+    bottleneck the decoder starts from).
+
+    ``fuse0``/``fuse1`` are the Stagger Module's outputs (FFB; with one branch, that branch's feature at
+    the same place), ``cnn<l>`` CNN levels, ``vit<i>`` ViT stages, ``gab`` the GAB output, which joins
+    the decoder on its own grid (ViT stage 3's), so it is never resampled.
+    """
+    plan: list[list[str]] = [[] for _ in range(levels)]
+    if branches == "vit":  # each CNN feature replaced by the ViT feature on its grid, where one exists
+        for i, s in enumerate(vit_strides):
+            level = cnn_level(s)
+            if level < levels:
+                plan[level].append(f"fuse{i}" if i < 2 else f"vit{i}")
+    else:
+        for level in range(levels):
+            plan[level].append(f"fuse{fused_levels.index(level)}" if level in fused_levels else f"cnn{level}")
+    if branches != "cnn":
+        plan[cnn_level(vit_strides[2])].append("gab")
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,7 +377,10 @@ class UpBlock(nn.Module):
 class SNet(nn.Module):
     """SNet: parallel CNN + hierarchical ViT, FEB, stagger FFB fusion, GAB and a CNN decoder.
 
-    Ablations (Tables 5-6) are arguments: ``fusion="stagger"|"unstagger"``, ``feb``, ``ffb``, ``gab``.
+    Geometry: ``vit_strides=(2, 4, 8, 16)`` (paper, default) | ``(4, 8, 16, 32)`` (legacy). Ablations
+    (Tables 5-6) are arguments: ``fusion="stagger"|"unstagger"``, ``feb``, ``ffb``, ``gab``;
+    ``branches="both"|"cnn"|"vit"`` gives the single-branch comparison models. ViT arguments left at
+    ``None`` take the geometry's defaults (:data:`VIT_DEFAULTS`, :func:`default_vit_dims`).
     """
 
     def __init__(
@@ -287,12 +388,14 @@ class SNet(nn.Module):
         in_channels: int = 1,
         out_channels: int = 9,
         *,
+        vit_strides: tuple[int, ...] = PAPER_STRIDES,
+        branches: Branches = "both",
         cnn_channels: tuple[int, ...] = (64, 128, 256, 512, 1024),
-        vit_dims: tuple[int, ...] = (64, 128, 256, 512),
-        vit_depths: tuple[int, ...] = (1, 1, 1, 1),
-        vit_heads: tuple[int, ...] = (1, 2, 4, 8),
-        vit_mlp_ratios: tuple[float, ...] = (8, 8, 4, 2),
-        vit_sr_ratios: tuple[int, ...] = (8, 4, 2, 1),
+        vit_dims: tuple[int, ...] | None = None,
+        vit_depths: tuple[int, ...] | None = None,
+        vit_heads: tuple[int, ...] | None = None,
+        vit_mlp_ratios: tuple[float, ...] | None = None,
+        vit_sr_ratios: tuple[int, ...] | None = None,
         feb_heads: int = 2,
         gab_heads: int = 8,
         fusion: Fusion = "stagger",
@@ -303,97 +406,142 @@ class SNet(nn.Module):
         qkv_bias: bool = True,
     ) -> None:
         super().__init__()
-        self.stride = 32  # ViT stage 4 is at stride 32
-        if fusion not in FUSION_LEVELS:
-            raise ValueError(f"fusion must be one of {sorted(FUSION_LEVELS)}, got {fusion!r}")
+        vit_strides = tuple(int(s) for s in vit_strides)
+        if vit_strides not in VIT_DEFAULTS:
+            raise ValueError(
+                f"vit_strides must be {PAPER_STRIDES} (paper) or {LEGACY_STRIDES}, got {vit_strides}"
+            )
+        if branches not in ("both", "cnn", "vit"):
+            raise ValueError(f"branches must be one of ['both', 'cnn', 'vit'], got {branches!r}")
         if len(cnn_channels) != 5:
             raise ValueError("cnn_channels needs 5 levels (strides 1, 2, 4, 8, 16)")
-        n = len(vit_dims)
-        if n != 4 or any(len(v) != 4 for v in (vit_depths, vit_heads, vit_mlp_ratios, vit_sr_ratios)):
+        cnn_channels = tuple(cnn_channels)
+        preset = VIT_DEFAULTS[vit_strides]
+        vit_dims = default_vit_dims(cnn_channels, vit_strides) if vit_dims is None else tuple(vit_dims)
+        vit_depths = tuple(preset["depths"] if vit_depths is None else vit_depths)  # type: ignore[arg-type]
+        vit_heads = tuple(preset["heads"] if vit_heads is None else vit_heads)  # type: ignore[arg-type]
+        vit_mlp_ratios = tuple(preset["mlp_ratios"] if vit_mlp_ratios is None else vit_mlp_ratios)
+        vit_sr_ratios = tuple(preset["sr_ratios"] if vit_sr_ratios is None else vit_sr_ratios)  # type: ignore[arg-type]
+        if any(len(v) != 4 for v in (vit_dims, vit_depths, vit_heads, vit_mlp_ratios, vit_sr_ratios)):
             raise ValueError("the ViT branch has 4 stages: give 4 dims, depths, heads, mlp ratios, sr ratios")
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.vit_strides = vit_strides
+        self.branches = branches
         self.fusion = fusion
-        self.use_feb, self.use_ffb, self.use_gab = feb, ffb, gab
-        self.fused_levels = FUSION_LEVELS[fusion]
+        use_cnn, use_vit = branches != "vit", branches != "cnn"
+        self.use_feb, self.use_gab = feb and use_vit, gab and use_vit
+        self.use_ffb = ffb and branches == "both"
+        self.fused_levels = fusion_levels(fusion, vit_strides)
+        if branches == "vit":  # the aux heads sit on the FEB outputs, at ViT stages 1/2's own grids
+            self.fused_levels = (cnn_level(vit_strides[0]), cnn_level(vit_strides[1]))
+        self.stride = max(16 if use_cnn else 1, vit_strides[3] if use_vit else 1)
+        channels: dict[str, int] = {}
 
         # Parallel Module
-        self.cnn = CNNBranch(in_channels, tuple(cnn_channels))
-        dpr = drop_path_rates(vit_depths, drop_path_rate)
-        stages = []
-        for i in range(4):
-            stages.append(
-                TransformerStage(
-                    in_channels if i == 0 else vit_dims[i - 1],
-                    vit_dims[i],
-                    depth=vit_depths[i],
-                    num_heads=vit_heads[i],
-                    patch_size=7 if i == 0 else 3,
-                    stride=4 if i == 0 else 2,
-                    mlp_ratio=vit_mlp_ratios[i],
-                    sr_ratio=vit_sr_ratios[i],
-                    qkv_bias=qkv_bias,
-                    drop_path=dpr[i],
+        self.cnn = CNNBranch(in_channels, cnn_channels) if use_cnn else None
+        channels.update({f"cnn{level}": c for level, c in enumerate(cnn_channels)})
+        self.vit: nn.ModuleList | None = None
+        self.feb: FeatureEnhancementBlock | None = None
+        if use_vit:
+            dpr = drop_path_rates(vit_depths, drop_path_rate)
+            stages = []
+            for i in range(4):
+                stride = vit_strides[0] if i == 0 else 2
+                stages.append(
+                    TransformerStage(
+                        in_channels if i == 0 else vit_dims[i - 1],
+                        vit_dims[i],
+                        depth=int(vit_depths[i]),
+                        num_heads=int(vit_heads[i]),
+                        patch_size=2 * stride - 1,  # PVT-v2's overlap: 7x7 for stride 4, 3x3 for stride 2
+                        stride=stride,
+                        mlp_ratio=float(vit_mlp_ratios[i]),
+                        sr_ratio=int(vit_sr_ratios[i]),
+                        qkv_bias=qkv_bias,
+                        drop_path=dpr[i],
+                    )
                 )
-            )
-        self.vit = nn.ModuleList(stages)
-        self.feb = FeatureEnhancementBlock((vit_dims[0], vit_dims[1]), feb_heads, qkv_bias) if feb else None
+            self.vit = nn.ModuleList(stages)
+            channels.update({f"vit{i}": d for i, d in enumerate(vit_dims)})
+            if self.use_feb:
+                self.feb = FeatureEnhancementBlock((vit_dims[0], vit_dims[1]), feb_heads, qkv_bias)
 
-        # Stagger Module (FFB per pair) and the fused-feature heads (y_f)
+        # Stagger Module (FFB per pair; with one branch, that branch's feature passes through) and y_f heads
         fusers: list[nn.Module] = []
         for k, level in enumerate(self.fused_levels):
-            block = FeatureFusionBlock if ffb else ResizeConcat
-            fusers.append(block(cnn_channels[level], vit_dims[k]))
+            if branches == "both":
+                block = FeatureFusionBlock if ffb else ResizeConcat
+                fusers.append(block(cnn_channels[level], vit_dims[k]))
+                channels[f"fuse{k}"] = fusers[k].out_channels
+            else:
+                channels[f"fuse{k}"] = cnn_channels[level] if branches == "cnn" else vit_dims[k]
         self.ffb = nn.ModuleList(fusers)
-        self.fused_heads = nn.ModuleList(nn.Conv2d(f.out_channels, out_channels, 1) for f in fusers)
+        self.fused_heads = nn.ModuleList(nn.Conv2d(channels[f"fuse{k}"], out_channels, 1) for k in range(2))
 
-        # Information Recovery Module: GAB on ViT stages 3-4, joined to the CNN bottleneck; U-Net decoder
-        self.gab: nn.Module = (
-            GlobalAttentionBlock(vit_dims[2], vit_dims[3], gab_heads, qkv_bias)
-            if gab
-            else ResizeConcat(vit_dims[2], vit_dims[3])  # GAB off
-        )
-        skip_channels = list(cnn_channels[:4])
-        for k, level in enumerate(self.fused_levels):
-            skip_channels[level] = fusers[k].out_channels
+        # Information Recovery Module: GAB on ViT stages 3-4 (joins the decoder on stage 3's grid); decoder
+        self.gab: nn.Module | None = None
+        if use_vit:
+            self.gab = (
+                GlobalAttentionBlock(vit_dims[2], vit_dims[3], gab_heads, qkv_bias)
+                if gab
+                else ResizeConcat(vit_dims[2], vit_dims[3])  # GAB off
+            )
+            channels["gab"] = self.gab.out_channels
+        self.plan = decoder_plan(branches, self.fused_levels, vit_strides, len(cnn_channels))
+        if not self.plan[-1]:
+            raise ValueError("the decoder's bottleneck (stride 16) has no input")
         ups = []
-        c_in = cnn_channels[4] + self.gab.out_channels
-        for level in (3, 2, 1, 0):
-            ups.append(UpBlock(c_in, skip_channels[level], cnn_channels[level]))
+        c_in = sum(channels[name] for name in self.plan[-1])
+        for level in range(len(cnn_channels) - 2, -1, -1):
+            ups.append(UpBlock(c_in, sum(channels[name] for name in self.plan[level]), cnn_channels[level]))
             c_in = cnn_channels[level]
         self.decoder = nn.ModuleList(ups)
         self.head = nn.Conv2d(cnn_channels[0], out_channels, 1)
 
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """Every feature the decoder plan names: ``cnn<l>``, ``vit<i>``, ``fuse0/1``, ``gab``."""
+        feats: dict[str, Tensor] = {}
+        if self.cnn is not None:
+            feats.update({f"cnn{level}": f for level, f in enumerate(self.cnn(x))})  # strides 1, 2, 4, 8, 16
+        if self.vit is not None:
+            h = x
+            for i, stage in enumerate(self.vit):  # strides vit_strides
+                h = stage(h)
+                feats[f"vit{i}"] = h
+            if self.feb is not None:
+                feats["vit0"], feats["vit1"] = self.feb(feats["vit0"], feats["vit1"])
+            assert self.gab is not None
+            feats["gab"] = self.gab(feats["vit2"], feats["vit3"])
+        for k, level in enumerate(self.fused_levels):
+            if self.branches == "both":
+                feats[f"fuse{k}"] = self.ffb[k](feats[f"cnn{level}"], feats[f"vit{k}"])
+            else:
+                feats[f"fuse{k}"] = feats[f"cnn{level}" if self.branches == "cnn" else f"vit{k}"]
+        return feats
+
     def forward(self, x: Tensor) -> SegOutput:
         check_input_size(x, self.stride, "snet")
         size = tuple(x.shape[-2:])
-        c = self.cnn(x)  # strides 1, 2, 4, 8, 16
-        t = []
-        h = x
-        for stage in self.vit:  # strides 4, 8, 16, 32
-            h = stage(h)
-            t.append(h)
-        t1, t2 = self.feb(t[0], t[1]) if self.feb is not None else (t[0], t[1])
+        feats = self.encode(x)
 
-        skips = list(c[:4])
-        fused_logits = []
-        for k, (vit_feat, level) in enumerate(zip((t1, t2), self.fused_levels, strict=True)):
-            f_fuse = self.ffb[k](c[level], vit_feat)
-            skips[level] = f_fuse
-            fused_logits.append(resize_to(self.fused_heads[k](f_fuse), size))
+        def level_input(level: int) -> Tensor | None:
+            names = self.plan[level]
+            return torch.cat([feats[n] for n in names], dim=1) if names else None
 
-        y = torch.cat([c[4], self.gab(t[2], t[3])], dim=1)  # GAB output joins the decoder at stride 16
-        for up, level in zip(self.decoder, (3, 2, 1, 0), strict=True):
-            y = up(y, skips[level])
+        y = level_input(len(self.plan) - 1)
+        for up, level in zip(self.decoder, range(len(self.plan) - 2, -1, -1), strict=True):
+            y = up(y, level_input(level))
         logits = self.head(y)
-        return SegOutput(logits=logits, aux={"fused": fused_logits[0] + fused_logits[1]})
+        fused = sum(resize_to(head(feats[f"fuse{k}"]), size) for k, head in enumerate(self.fused_heads))
+        return SegOutput(logits=logits, aux={"fused": fused})
 
 
 @register_model(
     "snet",
     paper="SNet (Stagger Network), Neural Networks 2025, arXiv 2403.19177",
     default_size=(224, 224),
-    stride=32,
+    stride=16,
 )
 def snet(in_channels: int = 1, out_channels: int = 9, **kwargs: object) -> SNet:
     """SNet: parallel CNN + ViT with stagger fusion (FEB, FFB, GAB); ~38.7M parameters."""
