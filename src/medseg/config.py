@@ -487,13 +487,22 @@ def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, com
     return out
 
 
+def _preset_names(chosen: Any) -> list[str]:
+    """``a``, ``a,b``, ``[a, b]`` or nested lists of those (``--preset "[a, b]"``) as a flat list of names."""
+    if isinstance(chosen, str):
+        return [n.strip() for n in chosen.strip("[]").split(",") if n.strip()]
+    if isinstance(chosen, list | tuple):
+        return [n for c in chosen for n in _preset_names(c)]
+    raise ConfigError(f"preset: expected a name or a list of names, got {chosen!r}")
+
+
 def _apply_presets(data: dict[str, Any]) -> dict[str, Any]:
     """``preset: NAME`` (or a list of names, applied in order) merges ``presets.NAME`` on top."""
     chosen = data.pop("preset", None)
     if chosen is None:
         return data
     presets = data.get("presets") or {}
-    for name in [chosen] if isinstance(chosen, str) else list(chosen):
+    for name in _preset_names(chosen):
         if name not in presets:
             raise ConfigError(f"unknown preset {name!r}; this recipe has: {', '.join(presets) or 'none'}")
         data = deep_merge(data, presets[name])

@@ -24,5 +24,5 @@ def test_size_override_keeps_an_explicit_multiscale_and_turns_off_a_collapsed_on
     assert cfg.data.multiscale is None and "turned off" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="medseg.config"):
-        same = load_config("m2snet_polyp", ["preset=cpu", "data.size=[160,160]"])  # the preset's own size
-    assert same.data.multiscale == [128, 160] and not caplog.records
+        same = load_config("m2snet_polyp", ["preset=cpu", "data.size=[128,128]"])  # the preset's own size
+    assert same.data.multiscale == [96, 128] and not caplog.records

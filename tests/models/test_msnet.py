@@ -497,5 +497,6 @@ def test_polyp_recipes_validate_and_match_the_model(recipe: str, name: str, mode
     # cpu: from scratch, so no backbone lr reduction, even after paper_text
     for presets in (["preset=cpu"], ["preset=[paper_text, cpu]"]):
         cpu = load_config(recipe, presets)
-        assert cpu.data.size == (160, 160) and cpu.model.kwargs["pretrained"] is None
+        assert cpu.data.size == (128, 128) and cpu.model.kwargs["pretrained"] is None
+        assert (cpu.optim.name, cpu.optim.lr, cpu.schedule.name) == ("adamw", 0.001, "constant")
         assert cpu.optim.param_groups == [] and cpu.trainer.max_epochs == 3
