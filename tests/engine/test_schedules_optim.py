@@ -1,12 +1,11 @@
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from medseg.config import ConfigError, OptimConfig, ParamGroup
+from medseg.config import ConfigError, OptimConfig, ParamGroup, load_config
 from medseg.engine.optim import build_optimizer, param_groups
-import math
-
-from medseg.config import load_config
 from medseg.engine.schedules import build_scheduler, drop_horizon
 
 

@@ -118,7 +118,7 @@ def evaluate_run(
     ``overrides``: ``key=value`` items applied to the run's ``data.*`` / ``eval.*`` config;
     ``fail_fast`` / ``allow_nonfinite`` as in :func:`evaluate_split` (failed cases: ``summary["failed"]``).
     """
-    from medseg.data.base import build_reader
+    from medseg.data.readers import build_reader
 
     run_dir = Path(run_dir)
     check_eval_overrides(overrides or [])

@@ -147,7 +147,7 @@ class Predictor:
         """A run folder's checkpoint, or an exported ``.onnx`` file (run by onnxruntime on the CPU)."""
         run_dir = Path(run_dir)
         if run_dir.suffix.lower() == ".onnx":
-            from medseg.export import OnnxModel
+            from medseg.engine.onnx_runtime import OnnxModel
 
             runner = OnnxModel(run_dir)
             kwargs["fast"] = False  # onnxruntime optimises the graph itself
