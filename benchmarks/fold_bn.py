@@ -35,8 +35,7 @@ def _size_check(on: bool) -> None:
     from medseg.layers.resize import check_input_size
 
     for mod in SIZE_CHECKED:
-        setattr(importlib.import_module(f"medseg.models.{mod}"), "check_input_size",
-                check_input_size if on else (lambda *a, **k: None))
+        importlib.import_module(f"medseg.models.{mod}").check_input_size = check_input_size if on else lambda *a, **k: None
 
 
 def _logits(out: Any) -> torch.Tensor:

@@ -3,10 +3,11 @@
     python benchmarks/slice_inferer.py [--data ../shared/data/acdc] [--repeats 3] [--threads 1]
 
 One ACDC test volume (TransUNet h5), a small random U-Net (``features [8, 8, 16, 16, 32, 8]``) with the
-``snet_acdc`` recipe's pre-processing (224 x 224, resize back with labels). Path A is ``predict_volume``;
-path B pre-processes the same slices, stacks them to ``[1, C, D, h, w]`` and runs
+``snet_acdc`` recipe's pre-processing (224 x 224, resize back with labels). Path A is the batched slice loop
+(the slices through ``predict_images``, what ``predict_volume`` did before); path B is ``predict_volume``
+now: the pre-processed slices stacked to ``[1, C, D, h, w]`` and run by
 ``monai.inferers.SliceInferer(roi_size=(h, w), sw_batch_size=eval.batch_size, spatial_dim=0)`` with
-``Predictor.probabilities`` as the 2D network, then resizes back as A does. Both whole calls, including
+``Predictor.probabilities`` as the 2D network, then resized back as A does. Both whole calls, including
 pre-processing, are timed interleaved (A, B, A, B, ...) because the CPU is shared; the outputs must agree.
 Writes benchmarks/results/slice_inferer.md and .json.
 """
@@ -23,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_description  # noqa: E402
@@ -32,28 +32,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def slice_inferer_volume(p: Any, volume: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """``Predictor.predict_volume`` with MONAI's ``SliceInferer`` running the 2D network over the slices."""
-    from monai.inferers import SliceInferer
-
-    from medseg.engine.predict import zoom_labels
-
-    slices = [p.as_image(volume[:, z], kind=kind) for z in range(volume.shape[1])]
-    x = torch.stack([p.preprocess(s, kind) for s in slices], dim=1)[None]  # [1, C, D, h, w]
-    inferer = SliceInferer(roi_size=tuple(x.shape[-2:]), sw_batch_size=p.batch_size, spatial_dim=0,
-                           progress=False)
-    with torch.inference_mode():  # the network's outputs are inference tensors; MONAI updates them in place
-        probs = inferer(x, p.probabilities)[0]  # [K', D, h, w]
-    labels, out = [], []
-    for z, s in enumerate(slices):
-        size = tuple(s.shape[-2:])
-        pz = F.interpolate(probs[:, z][None], size=size, mode="bilinear", align_corners=False)
-        if p.cfg.eval.resize_back == "labels":
-            labels.append(zoom_labels(p.to_labels(probs[:, z][None])[0].cpu().numpy(), size))
-        else:
-            labels.append(p.to_labels(pz)[0].cpu().numpy())
-        out.append(pz[0].cpu().numpy())
-    return np.stack(labels), np.stack(out, axis=1)
+def loop_volume(p: Any, volume: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The batched slice loop ``Predictor.predict_volume`` used before SliceInferer: the slices as 2D images."""
+    res = p.predict_images([volume[:, z] for z in range(volume.shape[1])], kind=kind)
+    return np.stack([r[0] for r in res]), np.stack([r[1] for r in res], axis=1)
 
 
 def main() -> None:
@@ -80,14 +62,14 @@ def main() -> None:
                         features=[8, 8, 16, 16, 32, 8])
     calibrate_batchnorm(model, torch.rand(2, cfg.data.in_channels, *cfg.data.size))
     p = Predictor(model, cfg)
-    a_lab, a_prob = p.predict_volume(case.image, kind=kind)  # warm-up (and the fast path's folding)
-    b_lab, b_prob = slice_inferer_volume(p, case.image, kind)
+    a_lab, a_prob = loop_volume(p, case.image, kind)  # warm-up (and the fast path's folding)
+    b_lab, b_prob = p.predict_volume(case.image, kind=kind)  # MONAI SliceInferer
     same_labels = bool((a_lab == b_lab).all())
     max_diff = float(np.abs(a_prob - b_prob).max())
     times: dict[str, list[float]] = {"loop": [], "slice_inferer": []}
     for _ in range(args.repeats):
-        for k, f in (("loop", lambda: p.predict_volume(case.image, kind=kind)),
-                     ("slice_inferer", lambda: slice_inferer_volume(p, case.image, kind))):
+        for k, f in (("loop", lambda: loop_volume(p, case.image, kind)),
+                     ("slice_inferer", lambda: p.predict_volume(case.image, kind=kind))):
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)

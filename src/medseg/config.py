@@ -169,7 +169,11 @@ class OptimConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    """``poly`` (per iteration, ``power``), ``triangle`` (MSNet, per epoch), ``warmup_cosine``, ``constant``."""
+    """``poly`` (per iteration, ``power``), ``triangle`` (MSNet, per epoch), ``warmup_cosine``, ``constant``.
+
+    Built from torch's schedulers (:mod:`medseg.engine.schedules`); ``min_lr_ratio``: the cosine's floor as a
+    fraction of ``optim.lr``, one absolute floor for every param group (torch's ``eta_min``).
+    """
 
     name: Literal["poly", "triangle", "warmup_cosine", "constant"] = "constant"
     power: PositiveFloat = 0.9
@@ -336,6 +340,16 @@ class Config(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("schedule")
+    @classmethod
+    def _floor_below_every_group(cls, v: ScheduleConfig, info: ValidationInfo) -> ScheduleConfig:
+        optim = info.data.get("optim")
+        low = min([g.lr_mult for g in optim.param_groups] + [1.0]) if optim is not None else 1.0
+        if v.name == "warmup_cosine" and v.min_lr_ratio > low:
+            raise ValueError(f"min_lr_ratio={v.min_lr_ratio:g} is a floor for every param group (times optim.lr) "
+                             f"and lies above the lowest group's lr_mult={low:g}")
+        return v
 
     @field_validator("eval")
     @classmethod

@@ -129,3 +129,10 @@ def test_empty_param_group_is_an_error():
 @pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
 def test_optimizers(name, cls):
     assert isinstance(build_optimizer(Toy(), OptimConfig(name=name)), cls)
+
+
+def test_cosine_floor_above_a_param_group_is_a_config_error():
+    with pytest.raises(ConfigError, match="min_lr_ratio=0.5 .* lr_mult=0.1"):
+        load_config("unet_kvasir", ["schedule.min_lr_ratio=0.5",
+                                    "optim.param_groups=[{prefixes: [encoder.], lr_mult: 0.1}]"])
+    assert load_config("unet_kvasir", ["schedule.min_lr_ratio=0.05"]).schedule.min_lr_ratio == 0.05
