@@ -122,8 +122,8 @@ class _PixelLinear(nn.Module):
 
 @pytest.mark.parametrize("sets", [["eval.resize_back=labels"], ["eval.resize_back=probabilities"],
                                   ["eval.inferer=sliding_window", "eval.sw_overlap=0.5"]])
-def test_volume_through_slice_inferer_equals_the_slices_one_by_one(sets):
-    """D = 5 slices, 2 a forward pass (MONAI SliceInferer batches 2, 2, 1), 20 x 28 resized to 16 x 16 and
+def test_volume_in_batches_equals_the_slices_one_by_one(sets):
+    """D = 5 slices, 2 a forward pass (batches 2, 2, 1), 20 x 28 resized to 16 x 16 and
     back: each slice of ``predict_volume`` equals ``predict_images`` on that slice alone; the middle slice's
     probabilities by hand where no resizing is involved (sliding window at the slice's own size)."""
     cfg = load_config("quickstart", ["data.num_classes=3", "data.size=[16,16]", "data.normalize={kind: unit}",

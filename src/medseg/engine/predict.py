@@ -334,18 +334,15 @@ class Predictor:
         results: list[tuple[np.ndarray, np.ndarray]] = []
         for start, batch in self._batches(images, kind):
             probs = self.probabilities(batch)
-            results += [self._resize_back(probs[j : j + 1], tuple(images[start + j].shape[-2:]))
-                        for j in range(probs.shape[0])]
+            for j in range(probs.shape[0]):
+                size = tuple(images[start + j].shape[-2:])
+                p = F.interpolate(probs[j : j + 1], size=size, mode="bilinear", align_corners=False)
+                if self.cfg.eval.resize_back == "labels":
+                    labels = zoom_labels(self.to_labels(probs[j : j + 1])[0].cpu().numpy(), size)
+                else:
+                    labels = self.to_labels(p)[0].cpu().numpy()
+                results.append((labels, p[0].cpu().numpy()))
         return results
-
-    def _resize_back(self, probs: Tensor, size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities [1, K', h, w] at the model's size -> (labels [H, W], probabilities [K', H, W]) at ``size``."""
-        p = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-        if self.cfg.eval.resize_back == "labels":
-            labels = zoom_labels(self.to_labels(probs)[0].cpu().numpy(), size)
-        else:
-            labels = self.to_labels(p)[0].cpu().numpy()
-        return labels, p[0].cpu().numpy()
 
     def predict_volume(self, volume: np.ndarray, kind: str = "nifti",
                        source: str = "volume") -> tuple[np.ndarray, np.ndarray]:
@@ -353,24 +350,14 @@ class Predictor:
 
         ``kind``: ``nifti`` (raw units, e.g. HU) or ``h5`` (TransUNet's files), see :meth:`normalize_for`.
 
-        The slices go through MONAI's ``SliceInferer`` (``eval.batch_size`` slices a forward pass): measured
-        as fast as our former batched slice loop, with identical outputs (ACDC patient011_frame01, 9 slices of
-        256 x 216, small U-Net at 224, 1 thread, interleaved; median ratio SliceInferer / loop 0.997 over 3
-        and 1.006 over 7 repeats; ``benchmarks/results/slice_inferer.md``).
+        Kept instead of MONAI's ``SliceInferer`` (``benchmarks/results/slice_inferer.md``): with identical outputs
+        it was not faster -- end to end on an ACDC volume (9 slices, small U-Net, interleaved) SliceInferer / loop
+        = 0.997, 1.006, 1.059 and 1.094 in four runs, and its batching alone (trivial network) costs 37.1 ms
+        against our 30.5 ms per 9-slice volume (output buffer, importance map, accumulation); nor would it
+        replace ``_batches``, which 2D images need anyway.
         """
-        from monai.inferers import SliceInferer
-
-        slices = [self.as_image(volume[:, z], kind=kind) for z in range(volume.shape[1])]
-        if slices:
-            self.check_range(np.concatenate([s.reshape(s.shape[0], -1) for s in slices], axis=1), kind, source)
-        x = torch.stack([self.preprocess(s, kind) for s in slices], dim=1)[None]  # [1, C, D, h, w]
-        # one window per slice (the whole slice): the network sees a batch of slices; with eval.inferer
-        # sliding_window, Predictor.logits slides the training-size windows over each slice itself
-        inferer = SliceInferer(roi_size=tuple(x.shape[-2:]), sw_batch_size=self.batch_size, spatial_dim=0,
-                               progress=False)
-        with torch.inference_mode():  # MONAI accumulates the (inference-mode) outputs in place
-            probs = inferer(x, self.probabilities)[0]  # [K', D, h, w]
-        res = [self._resize_back(probs[:, z][None], tuple(s.shape[-2:])) for z, s in enumerate(slices)]
+        slices = [volume[:, z] for z in range(volume.shape[1])]
+        res = self.predict_images(slices, kind=kind, source=source)
         return np.stack([r[0] for r in res]), np.stack([r[1] for r in res], axis=1)
 
     def predict_case(self, case: Any) -> tuple[np.ndarray, np.ndarray]:
