@@ -18,13 +18,16 @@ from medseg.models import build_model, get_entry, model_names  # noqa: E402
 from medseg.utils import MedsegError  # noqa: E402
 
 TOL = 1e-4
+# FCN's ResNet-50 (53 BatchNorms calibrated on one 16x24 image) is ill-conditioned at these tiny sizes: its own
+# plain float32 forward differs from float64 by 1.4e-3 at logits ~0.5, so onnxruntime's float32 can too.
+MODEL_TOL = {"fcn": 2e-3}
 TINY_UNET = {"features": (4, 8, 16, 32, 64, 4)}
 # Exporting a full paper model takes 10-40 s on a 2-core CPU (torch.export tracing; ~2.5 min for the
 # sweep over every registered model). It runs by default; MEDSEG_SKIP_SLOW_TESTS=1 skips it locally.
 SKIP_SLOW = os.environ.get("MEDSEG_SKIP_SLOW_TESTS", "") not in ("", "0")
 
 
-def _check_two_sizes(model: torch.nn.Module, path, stride: int, in_channels: int = 3) -> OnnxModel:
+def _check_two_sizes(model: torch.nn.Module, path, stride: int, in_channels: int = 3, tol: float = TOL) -> OnnxModel:
     runner = OnnxModel(path)
     for batch, (h, w) in ((2, (2 * stride, 3 * stride)), (1, (3 * stride, 2 * stride))):
         x = torch.randn(batch, in_channels, h, w)
@@ -33,7 +36,7 @@ def _check_two_sizes(model: torch.nn.Module, path, stride: int, in_channels: int
         out = runner(x.numpy())
         assert out.shape == ref.shape
         diff = float(np.abs(out - ref).max())
-        assert diff <= TOL, f"onnxruntime differs from PyTorch by {diff:.3g} at {batch}x{h}x{w}"
+        assert diff <= tol, f"onnxruntime differs from PyTorch by {diff:.3g} at {batch}x{h}x{w}"
     return runner
 
 
@@ -115,5 +118,5 @@ def test_export_every_model(name, tmp_path):
     model = build_model(name, in_channels=3, out_channels=2)
     calibrate_batchnorm(model, torch.randn(1, 3, 2 * stride, 3 * stride))
     path = export_onnx(model, tmp_path / f"{name}.onnx")
-    runner = _check_two_sizes(model, path, stride=stride)
+    runner = _check_two_sizes(model, path, stride=stride, tol=MODEL_TOL.get(name, TOL))
     assert runner.metadata["medseg_exporter"] == "dynamo"

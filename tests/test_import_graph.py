@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medseg"
 #: lowest first; a module may import from its own level or below. The root package ``medseg`` is the public API
 #: (it lazily re-exports engine and api names), hence the top.
 LAYERS: list[tuple[str, ...]] = [
-    ("medseg._version", "medseg.utils", "medseg.catalog", "medseg.recipes"),
+    ("medseg._version", "medseg.utils", "medseg.catalog", "medseg.recipes", "medseg.progress", "medseg.tables"),
     ("medseg.config",),
     ("medseg.layers", "medseg.metrics"),
     ("medseg.models",),

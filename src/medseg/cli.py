@@ -153,7 +153,8 @@ def _print_train_summary(run_dir: Path) -> None:
     if s.get("status") == "stopped_early":
         err_console.print(f"[bold yellow]warning:[/] {s.get('note')}", highlight=False, soft_wrap=True)
     console.print(
-        f"[green]done[/] in {s.get('train_seconds', 0):.0f} s: {s.get('epochs')} epochs, {s.get('steps')} steps"
+        f"[green]done[/] in {s.get('train_seconds', 0):.0f} s: epoch {s.get('epochs')}"
+        + (f"/{s['max_epochs']}" if (s.get("max_epochs") or 0) > 0 else "") + f", {s.get('steps')} steps"
         + (f", best validation {s.get('val_metric', 'dice')} {best:.4f}" if best is not None else "")
         + f"\nrun folder: {run_dir}"
     )
@@ -220,9 +221,9 @@ def evaluate(
                                    allow_nonfinite=allow_nonfinite, precision=precision)
     except _user_error_types() as err:
         _fail(str(err))
-    from rich.markdown import Markdown
+    from medseg.tables import print_markdown
 
-    console.print(Markdown(summary["markdown"]))
+    print_markdown(console, summary["markdown"])
     console.print(f"{summary['cases']} cases in {summary['seconds']:.1f} s; files in {summary['out_dir']}")
     _exit_if_failed(summary["failed"], summary["cases"] + len(summary["failed"]))
 
@@ -246,9 +247,9 @@ def compare(
         files = write(result, out)
     except _user_error_types() as err:
         _fail(str(err))
-    from rich.markdown import Markdown
+    from medseg.tables import print_markdown
 
-    console.print(Markdown(to_markdown(result)))
+    print_markdown(console, to_markdown(result))
     console.print(f"files in {out}: {', '.join(p.name for p in files.values())}")
 
 
@@ -323,6 +324,8 @@ def recipes(ctx: typer.Context) -> None:
     """List the built-in recipes with a one-line description each (`medseg recipes show NAME` for the rest)."""
     if ctx.invoked_subcommand is not None:
         return
+    import textwrap
+
     from rich.table import Table
 
     from medseg.config import load_config, recipe_names
@@ -330,9 +333,11 @@ def recipes(ctx: typer.Context) -> None:
     names = recipe_names()
     table = Table(box=None, pad_edge=False)
     table.add_column("recipe", style="cyan", no_wrap=True, min_width=max(map(len, names)))
-    table.add_column("description", no_wrap=True, overflow="ellipsis")  # one line each
+    table.add_column("description", no_wrap=True)  # one line each, shortened between words (never mid-word)
+    room = max(20, console.width - max(map(len, names)) - 1)
     for name in names:
-        table.add_row(name, _first_sentence(load_config(name).description))
+        table.add_row(name, textwrap.shorten(_first_sentence(load_config(name).description), room, placeholder=" …",
+                                                break_on_hyphens=False, break_long_words=False))
     console.print(table)
 
 
@@ -432,9 +437,9 @@ def stats(
     if format == "json":
         print(text)
     else:
-        from rich.markdown import Markdown
+        from medseg.tables import print_markdown
 
-        console.print(Markdown(text))
+        print_markdown(console, text)
 
 
 # ----------------------------------------------------------------------------------------- export
@@ -488,7 +493,7 @@ def data_check(
         from medseg.engine.datamodule import SegDataModule, prepare_data_root
 
         cfg = load_config(recipe, list(set_ or []) + [f"data.root={root}", "data.builtin=null"])
-        cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data)})
+        cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, model=cfg.model)})
         dm = SegDataModule(cfg)
         dm.setup("fit")
         problems = dm.preflight()
@@ -526,9 +531,21 @@ class _LogFormat(logging.Formatter):
         return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr``: a progress bar redirects it while drawing, so lines go above the bar."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def _show_medseg_logs() -> None:
     """medseg's INFO and WARNING lines on stderr, one line each (libraries' loggers stay quiet)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_LogFormat())
     log = logging.getLogger("medseg")
     log.addHandler(handler)

@@ -46,10 +46,12 @@ class NormalizeConfig(_Strict):
     ``imagenet``: ImageNet mean/std on [0, 1] RGB (or ``mean``/``std`` given explicitly);
     ``window``: clip to ``window`` (e.g. CT HU [-125, 275]) and scale to [0, 1];
     ``unit``: images already in [0, 1] (PNG/JPEG divided by 255, ACDC h5) are left as they are;
-    ``zscore``: per-image zero mean / unit variance.
+    ``zscore``: per-image zero mean / unit variance;
+    ``auto``: chosen from the data when training starts (:mod:`medseg.data.derive`): ``zscore`` for grey
+    and for RGB images, ``imagenet`` for RGB images into a pretrained backbone.
     """
 
-    kind: Literal["imagenet", "window", "unit", "zscore"] = "unit"
+    kind: Literal["imagenet", "window", "unit", "zscore", "auto"] = "unit"
     window: tuple[float, float] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -75,7 +77,11 @@ class InputsConfig(_Strict):
 
 
 class AugmentConfig(_Strict):
-    """Training augmentation (MONAI). ``preset: transunet`` is TransUNet's RandomGenerator."""
+    """Training augmentation (MONAI). ``preset: transunet`` is TransUNet's RandomGenerator.
+
+    ``prob``: probability of each ``basic`` transform; ``rotate_prob``: probability of the ±``rotate_deg``
+    rotation alone (``null``: ``prob``, as before; MSNet/M2SNet's official loader rotates every sample: 1.0).
+    """
 
     preset: Literal["none", "basic", "transunet"] = "basic"
     flip: bool = True
@@ -83,6 +89,7 @@ class AugmentConfig(_Strict):
     rot90: bool = False
     rotate_deg: NonNegativeFloat = 0.0
     prob: float = Field(0.5, ge=0, le=1)
+    rotate_prob: float | None = Field(None, ge=0, le=1)
 
 
 class DataConfig(_Strict):
@@ -93,8 +100,10 @@ class DataConfig(_Strict):
     builtin_count: int | None = None
     image_dir: str = "images"
     mask_dir: str = "masks"
-    num_classes: int = 2  # including background; 2 = binary
-    in_channels: int = 1
+    # ``auto`` (here, in data.size, data.normalize.kind and the three split names): derived from the data folder
+    # when training starts (medseg.data.derive), written into the run's config.yaml and described in ``derived``
+    num_classes: int | Literal["auto"] = 2  # including background; 2 = binary
+    in_channels: int | Literal["auto"] = 1
     class_names: list[str] | None = None
     train_split: str = "train"
     val_split: str | None = "val"
@@ -103,12 +112,17 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)  # used when no val split file exists
     test_fraction: float = Field(0.2, ge=0, lt=1)  # seeded split by case when a data set has no split files at all
     fold: int = 0  # nnU-Net splits_final.json fold
-    size: tuple[PositiveInt, PositiveInt] = (224, 224)
+    size: tuple[PositiveInt, PositiveInt] | Literal["auto"] = (224, 224)
     multiscale: list[PositiveInt] | None = None  # one size per batch from this list (training only)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     inputs: InputsConfig = Field(default_factory=InputsConfig)  # filled by `medseg train`
+    derived: str | None = None  # what `medseg train` derived from the data for the ``auto`` values (one line)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     skip_empty_slices: bool = False
+    # "classes": 1 sigmoid channel (binary) or num_classes softmax channels; "regions": num_classes - 1 sigmoid
+    # channels, channel k = label >= k + 1 (nested regions: MDA-U-Net's organ incl. tumour, tumour), trained
+    # with region losses (region_bce) and decoded as nnU-Net's regions (medseg.engine.decode)
+    targets: Literal["classes", "regions"] = "classes"
     max_train_cases: int | None = None  # subset for quick runs
     max_val_cases: int | None = None
     batch_size: PositiveInt = 8
@@ -120,14 +134,18 @@ class DataConfig(_Strict):
 
     @field_validator("num_classes")
     @classmethod
-    def _classes(cls, v: int) -> int:
-        if v < 2:
+    def _classes(cls, v: int | str) -> int | str:
+        if v != "auto" and v < 2:
             raise ValueError("num_classes counts the background: use 2 for a binary task")
         return v
 
     @property
     def out_channels(self) -> int:
-        """1 for binary (sigmoid), else ``num_classes`` (softmax)."""
+        """1 for binary (sigmoid), else ``num_classes`` (softmax); ``num_classes - 1`` sigmoid channels for regions."""
+        if self.num_classes == "auto":
+            raise ConfigError("data.num_classes is 'auto': it is derived from the data when training starts")
+        if self.targets == "regions":
+            return self.num_classes - 1
         return 1 if self.num_classes == 2 else self.num_classes
 
 
@@ -355,8 +373,11 @@ class Config(_Strict):
     @classmethod
     def _groups_fit_the_classes(cls, v: EvalConfig, info: ValidationInfo) -> EvalConfig:
         data = info.data.get("data")
-        if data is None:
+        if data is None or data.num_classes == "auto":
             return v
+        if v.protocol == "polyp" and data.num_classes != 2:
+            raise ValueError(f"the polyp protocol is binary (PraNet's metrics) but data.num_classes is {data.num_classes}: "
+                             "use eval.protocol=image (per-image Dice, IoU, HD95 per class) or auto")
         for key, groups in (("label_groups", v.label_groups), ("class_groups", v.class_groups)):
             for g in groups:
                 bad = [lab for lab in g.labels if lab >= data.num_classes]
@@ -447,7 +468,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 #: ``data.*`` keys the trained model fixes: ``evaluate`` / ``predict --set`` cannot change them.
-FIXED_BY_MODEL = ("data.num_classes", "data.in_channels")
+FIXED_BY_MODEL = ("data.num_classes", "data.in_channels", "data.targets")
 
 
 def check_run_overrides(overrides: list[str], command: str = "evaluate") -> None:
@@ -461,6 +482,13 @@ def check_run_overrides(overrides: list[str], command: str = "evaluate") -> None
             raise ConfigError(f"--set {item}: {key} is fixed by the trained model")
 
 
+def auto_keys(cfg: DataConfig) -> list[str]:
+    """The ``data.*`` keys of ``cfg`` still set to ``auto`` (derived by :mod:`medseg.data.derive`)."""
+    keys = [k for k in ("in_channels", "num_classes", "size", "train_split", "val_split", "test_split")
+            if getattr(cfg, k) == "auto"]
+    return keys + (["normalize.kind"] if cfg.normalize.kind == "auto" else [])
+
+
 def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, command: str = "evaluate") -> Config:
     """A trained run's config with ``--set`` overrides applied and validated. An explicit ``data.normalize``
     applies to every input kind: it replaces the per-kind mappings the run recorded (``data.inputs.normalize``)."""
@@ -468,7 +496,11 @@ def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, com
     data = cfg.to_dict()
     if any(parse_override(o)[0][:2] == ["data", "normalize"] for o in overrides):
         data["data"]["inputs"]["normalize"] = {}
-    return validate(apply_overrides(data, overrides), where=f"{where} with --set")
+    out = validate(apply_overrides(data, overrides), where=f"{where} with --set")
+    if auto_keys(out.data):
+        raise ConfigError(f"--set data.{auto_keys(out.data)[0]}=auto: values are derived from the data only when "
+                          "training starts; give the value")
+    return out
 
 
 def _apply_presets(data: dict[str, Any]) -> dict[str, Any]:

@@ -178,18 +178,30 @@ def export_onnx(
     except ImportError as err:
         raise MedsegError(f"ONNX export needs the [export] extra (onnx, onnxscript, onnxruntime): {err}") from None
 
+    from medseg.progress import progress_bar
+
     check_output_file(out_path)
     meta: dict[str, Any] = {"in_channels": in_channels, "config": config, "checkpoint": checkpoint}
     was_training = isinstance(model_or_run_dir, nn.Module) and model_or_run_dir.training
-    model = _resolve(model_or_run_dir, meta)
-    try:
-        return _export(model, out_path, size, opset, dynamic, meta, feedback_iters)
-    finally:
-        model.train(was_training)
+    with progress_bar("export: load", total=len(EXPORT_STAGES)) as bar:
+        model = _resolve(model_or_run_dir, meta)
+        bar.advance()
+        try:
+            return _export(model, out_path, size, opset, dynamic, meta, feedback_iters, bar=bar)
+        finally:
+            model.train(was_training)
+
+
+#: What ``export_onnx``'s progress bar counts.
+EXPORT_STAGES = ("load", "trace", "export", "write")
 
 
 def _export(model: nn.Module, out_path: str | Path, size: tuple[int, int] | None, opset: int, dynamic: bool,
-            meta: dict[str, Any], feedback_iters: int | None) -> Path:
+            meta: dict[str, Any], feedback_iters: int | None, bar: Any = None) -> Path:
+    from medseg.progress import _Quiet
+
+    bar = bar or _Quiet()
+    bar.describe("export: trace")
     meta.pop("checkpoint", None)
     if feedback_iters is not None:
         meta["feedback_iters"] = feedback_iters
@@ -210,7 +222,8 @@ def _export(model: nn.Module, out_path: str | Path, size: tuple[int, int] | None
     with torch.no_grad():
         out_channels = int(wrapper(x).shape[1])
     meta["out_channels"] = meta.get("out_channels") or out_channels
-
+    bar.advance()
+    bar.describe("export: graph")
     try:
         proto = _dynamo_export(wrapper, x, stride, opset, dynamic)
         exporter = "dynamo"
@@ -222,6 +235,8 @@ def _export(model: nn.Module, out_path: str | Path, size: tuple[int, int] | None
         except Exception as err2:
             raise MedsegError(f"ONNX export failed: {type(err2).__name__}: {str(err2).splitlines()[0]}") from err2
         exporter = "torchscript"
+    bar.advance()
+    bar.describe("export: write")
 
     from medseg._version import __version__
 
@@ -250,6 +265,7 @@ def _export(model: nn.Module, out_path: str | Path, size: tuple[int, int] | None
             proto.metadata_props.add(key=key, value=value)
     data = proto.SerializeToString()  # < 2 GiB for every medseg model: no external data needed
     out = atomic_write(out_path, lambda fh: fh.write(data))
+    bar.advance()
     _log.info("exported %s (%s exporter, opset %d, %s) to %s", props.get("medseg_model", "model"), exporter, opset,
               "dynamic batch/H/W" if dynamic else f"static {size}", out)
     return out

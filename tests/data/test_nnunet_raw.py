@@ -188,6 +188,23 @@ def test_nifti_slices_skip_empty(tmp_path):
     assert s["label"][2, 4] == 2 and 0.0 <= s["image"].min() and s["image"].max() <= 1.0
 
 
+def test_mda_recipes_train_on_organ_slices_unless_all_slices(tmp_path):
+    """data.skip_empty_slices (SliceDataset: Reader.foreground_slices) is what the MDA recipes filter training
+    slices with; preset all_slices turns it off, so training sees every slice, as evaluation always does."""
+    from medseg.config import load_config
+
+    root = tmp_path / "d"
+    _dataset(root, n=1, channels=1)  # foreground on z = 1 and z = 3 of 4 slices
+    r = NnUNetRawReader(root, num_classes=3)
+    sets = [f"data.root={root}", "data.size=[5,6]"]
+    organ_only = load_config("mda_unet_kits", sets).data
+    every = load_config("mda_unet_kits", ["preset=all_slices", *sets]).data
+    assert organ_only.skip_empty_slices and not every.skip_empty_slices
+    assert [k for _, k in SliceDataset.from_config(r, ["case_000"], organ_only, train=True).index] == [1, 3]
+    assert [k for _, k in SliceDataset.from_config(r, ["case_000"], every, train=True).index] == [0, 1, 2, 3]
+    assert len(SliceDataset.from_config(r, ["case_000"], organ_only, train=False)) == 4  # evaluation: all
+
+
 def _slices_first_affine() -> np.ndarray:
     """KiTS19-like storage: voxel axis 0 runs cranially (S), axis 1 posterior (P), axis 2 left (L)."""
     a = np.zeros((4, 4))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from medseg.config import ConfigError, DataConfig
+from medseg.config import ConfigError, DataConfig, load_config
 from medseg.data.base import SliceDataset
 from medseg.data.samples import collate_samples
 from medseg.data.transforms import (
@@ -114,6 +114,39 @@ def test_augmentation_keeps_alignment_and_is_seeded():
     assert torch.equal(a[0], a[1])
     cfg = DataConfig(size=(24, 32), augment={"preset": "basic", "rot90": True, "prob": 1.0})
     assert build_transforms(cfg, train=True, seed=1)(_sample(_labels(24, 32)))["label"].shape == (24, 32)
+
+
+def test_rotate_prob_rotates_every_sample():
+    """augment.rotate_prob=1 (MSNet's RandomRotate) rotates every sample while flips keep prob 0.5; unset, the
+    rotation keeps augment.prob (today's behaviour for the other recipes). Seeded, so the counts are fixed."""
+    from monai.transforms import RandFlipd, RandRotated
+
+    lab = (_labels(16, 16) > 0).astype(np.int64)
+
+    def rotations(augment: dict, n: int = 8) -> tuple[int, int]:
+        tf = build_transforms(DataConfig(size=(16, 16), augment={"preset": "basic", "rotate_deg": 10, **augment}),
+                              train=True, seed=0)
+        rot = next(t for t in tf.transforms if isinstance(t, RandRotated))
+        flip = next(t for t in tf.transforms if isinstance(t, RandFlipd))
+        done = flipped = 0
+        for _ in range(n):
+            tf(_sample(lab))
+            done += bool(rot._do_transform)
+            flipped += bool(flip._do_transform)
+            if rot._do_transform:  # the angle drawn for this sample, uniform in +-10 degrees
+                assert 0 < abs(rot.rand_rotate.x) <= np.radians(10)
+        return done, flipped
+
+    done, flipped = rotations({"rotate_prob": 1.0})
+    assert done == 8 and 0 < flipped < 8  # every sample rotated; flips keep prob 0.5
+    done, _ = rotations({})  # rotate_prob unset -> augment.prob = 0.5
+    assert 0 < done < 8
+    cfg = DataConfig(augment={"preset": "basic", "rotate_deg": 10, "prob": 0.5, "rotate_prob": 0.0})
+    assert next(t for t in build_transforms(cfg, train=True).transforms if isinstance(t, RandRotated)).prob == 0.0
+    # the recipes of the official MSNet/M2SNet loader rotate every sample, the others keep prob
+    assert load_config("m2snet_polyp").data.augment.rotate_prob == 1.0
+    assert load_config("msnet_polyp").data.augment.rotate_prob == 1.0
+    assert load_config("unet_kvasir").data.augment.rotate_prob is None
 
 
 def test_transunet_augmentation_matches_original():

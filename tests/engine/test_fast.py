@@ -18,6 +18,9 @@ from medseg.engine.fast import (
 from medseg.models import build_model, get_entry, model_names
 
 TOL = 1e-4
+# FCN's ResNet-50 (53 BatchNorms calibrated on one 16x24 image) is ill-conditioned at this size: the plain float32
+# forward itself differs from the float64 reference by 1.4e-3 at logits ~0.5 (the fast path by 6e-4).
+MODEL_TOL = {"fcn": 2e-3}
 
 
 def _bn(c: int, seed: int) -> nn.BatchNorm2d:
@@ -131,7 +134,7 @@ def test_fast_path_equals_plain_path(name):
         out = fast(x).logits
     diff = (out.double() - ref).abs().max().item()
     assert out.shape == (1, 2, 2 * stride, 3 * stride)
-    assert diff <= TOL, f"{name}: fast path differs from the plain path by {diff:.3g}"
+    assert diff <= MODEL_TOL.get(name, TOL), f"{name}: fast path differs from the plain path by {diff:.3g}"
     if n_bn:
         assert _count(fast, nn.BatchNorm2d) < n_bn, f"{name}: no Conv+BN pair was folded"
     if n_filters:  # the fast path kept the fixed filters' own (shared) BNs

@@ -63,9 +63,17 @@ def _fit(task: SegTask, max_epochs: int = 1, max_steps: int = -1) -> pl.Trainer:
 
 
 def test_feedback_per_pass_steps_every_pass_and_detaches():
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
     task = _task("per_pass", iters=3)
-    trainer = _fit(task)
-    assert trainer.global_step == 2 * 3  # 2 batches x 3 optimizer steps
+    updates = []
+    handle = register_optimizer_step_post_hook(lambda *_: updates.append(1))
+    try:
+        trainer = _fit(task)
+    finally:
+        handle.remove()
+    assert len(updates) == 2 * 3  # 2 batches x 3 optimizer updates
+    assert trainer.global_step == 2  # ... counted as 2 training steps (steps = batches)
     seen = task.model.seen
     assert len(seen) == 6
     assert seen[0] is None and seen[3] is None  # the first pass of every batch has no feedback
@@ -108,9 +116,9 @@ def test_validation_dice_follows_the_evaluation_mode_hand_computed():
     assert case_dice(two.sum(0, keepdim=True), "strict") == pytest.approx(2 * 1 / (1 + 2))
 
 
-@pytest.mark.parametrize("update, max_steps, batches_run", [("per_pass", 9, 3), ("summed", 3, 3), ("per_pass", -1, 10)])
+@pytest.mark.parametrize("update, max_steps, batches_run", [("per_pass", 3, 3), ("summed", 3, 3), ("per_pass", -1, 10)])
 def test_poly_schedule_ends_where_the_run_ends(update, max_steps, batches_run):
-    """max_steps counts optimizer steps (3 a batch under per-pass feedback); the poly lr must reach 0 at the run's end."""
+    """max_steps counts batches (also under per-pass feedback's 3 updates a batch); the poly lr must reach 0 at the run's end."""
     task = _task(update, iters=3, schedule="poly")
     trainer = _fit(task, max_epochs=5, max_steps=max_steps)  # 2 batches an epoch
     assert len(task.model.seen) == 3 * batches_run

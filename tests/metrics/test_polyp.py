@@ -146,14 +146,15 @@ def test_csv_and_markdown(tmp_path) -> None:
     lines = md.splitlines()
     assert lines[0] == TABLE_HEADER
     cells = lines[2].strip("| ").split(" | ")
-    expected = [res[k] for k in ("dice", "iou", "meanDic", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "MAE")]
+    expected = [res[k] for k in ("dice", "iou", "meanDic", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "MAE", "softDice")]
     assert cells[0] == "Kvasir" and [float(c) for c in cells[1:]] == pytest.approx(expected, abs=5e-4)
     assert lines[3].split(" | ")[3] == "0.500"  # ETIS's mDice PraNet
     md2 = polyp_markdown({"Kvasir": res}, columns=[("Dice@0.5", "dice")], digits=4)
     assert md2.splitlines()[2] == f"| Kvasir | {res['dice']:.4f} |"
 
 
-TABLE_HEADER = "| Dataset | mDice@0.5 | mIoU@0.5 | mDice PraNet | mIoU PraNet | Fwβ | Sα | mEφ | maxEφ | MAE |"
+TABLE_HEADER = ("| Dataset | mDice@0.5 | mIoU@0.5 | mDice PraNet | mIoU PraNet | Fwβ | Sα | mEφ | maxEφ | MAE "
+                "| mDice soft (MSNet metric.py) |")
 
 
 def test_table_columns_and_values_hand_made() -> None:
@@ -179,4 +180,23 @@ def test_table_columns_and_values_hand_made() -> None:
     assert cells[4:6] == pytest.approx([(1 + b["wFm"]) / 2, (1 + b["Sm"]) / 2], abs=1e-6)
     assert cells[6:8] == pytest.approx([res["meanEm"], res["maxEm"]], abs=1e-6)
     assert cells[8] == pytest.approx(mae, abs=1e-6)
+    # MSNet metric.py's soft Dice: A (8 + 1e-5) / (8 + 1e-5) = 1; B sum(p g) = 4 * 0.3, sum g = 4, sum p = 20 * 0.3
+    soft_b = (2 * 1.2 + 1e-5) / (4 + 6 + 1e-5)
+    assert a["softDice"] == pytest.approx(1.0, abs=1e-12) and b["softDice"] == pytest.approx(soft_b, abs=1e-12)
+    assert cells[9] == pytest.approx((1 + soft_b) / 2, abs=1e-6)
     assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| CVC-300", "| Kvasir"]
+
+
+def test_soft_dice_is_msnet_metric_py() -> None:
+    """``cal_dice`` of MSNet's utils/metric.py, by hand: no threshold, smoothing 1e-5 on both sides."""
+    from medseg.metrics.polyp import soft_dice
+
+    p = np.array([[0.9, 0.2], [0.5, 0.0]])
+    g = np.array([[1, 0], [1, 0]], dtype=bool)
+    # sum(p g) = 1.4, sum g = 2, sum p = 1.6 -> (2.8 + 1e-5) / (3.6 + 1e-5)
+    assert soft_dice(p, g) == pytest.approx((2.8 + 1e-5) / (3.6 + 1e-5), abs=1e-12)
+    assert soft_dice(np.zeros((2, 2)), np.zeros((2, 2), dtype=bool)) == pytest.approx(1.0)  # both empty: 1e-5/1e-5
+    # in the evaluator the map is min-max normalised first (minmax=True): 0.2..0.6 -> 0..1
+    ev = PolypEvaluator(minmax=True)
+    row = ev.add("x", np.array([[0.6, 0.2], [0.4, 0.2]]), g)
+    assert row["softDice"] == pytest.approx((2 * 1.5 + 1e-5) / (2 + 1.5 + 1e-5), abs=1e-12)

@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 from medseg.models import build_model, count_parameters, get_entry
-from medseg.models.mda_unet import MDSA, CascadeMSC, ChannelAttention, DensePositionAttention, MDAUNet
+from medseg.models.mda_unet import (
+    MDSA,
+    CascadeMSC,
+    ChannelAttention,
+    DensePositionAttention,
+    MDAUNet,
+    PaperChannelAttention,
+)
 
 # Our recorded count (docs/models/mda_unet.md), not the paper's: the paper reports no parameter count.
 RECORDED_PARAMS = 60_119_410  # in_channels=1, out_channels=3 (background, organ, tumour), defaults
@@ -117,6 +124,8 @@ def test_switch_parameter_deltas() -> None:
     assert base - n(mdsa=False) == dspa + ca
     assert base - n(position_attention=False) == dspa
     assert base - n(channel_attention=False) == ca
+    assert n(channel_attention="none") == n(channel_attention=False)
+    assert base - n(channel_attention="paper") == ca  # the printed Eq. 12-13 has no γ
     assert n(mdsa=False) == n(position_attention=False, channel_attention=False)
     assert base - n(K=4) == dspa - sum(_dspa_params(2 * c, 4) for c in dec)
     assert base - n(additional_path=False) == additional + wider_dec + ch[0] * 3 + 3 + dspa + ca
@@ -144,6 +153,20 @@ def test_switch_forward_backward(kw: dict) -> None:
     loss = out.logits.mean() + sum(v.mean() for v in out.aux.values())
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_channel_attention_switch_builds_and_checks() -> None:
+    """build_model kwarg: "danet" (default) and "paper" give the right shapes; a bad value is one clear error."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 32, 32)
+    for kind, cls in (("danet", ChannelAttention), ("paper", PaperChannelAttention)):
+        model = build_model("mda_unet", 1, 3, channels=SMALL, channel_attention=kind)
+        assert all(isinstance(a.channel, cls) for a in model.attention)
+        out = model(x)
+        assert out.logits.shape == (1, 3, 32, 32) and out.aux["additional"].shape == (1, 3, 32, 32)
+    assert isinstance(MDAUNet(1, 3, channels=SMALL).attention[0].channel, ChannelAttention)  # the default
+    with pytest.raises(ValueError, match="channel_attention must be one of 'danet', 'paper', 'none'"):
+        MDAUNet(1, 3, channels=SMALL, channel_attention="dan")
 
 
 def test_narrow_three_levels() -> None:
@@ -183,6 +206,21 @@ def test_ca_hand_computed() -> None:
     out = ca(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)).flatten()
     e = math.e
     torch.testing.assert_close(out, torch.tensor([1 + 1 / (1 + e), 0.5]))
+
+
+def test_paper_ca_hand_computed() -> None:
+    """Printed Eq. 12-13, M' = [[1], [0]] (C=2, N=1): E = M'M'^T = [[1, 0], [0, 0]], A' = row softmax of E
+    = [[e/(1+e), 1/(1+e)], [1/2, 1/2]], O' = A'M' + M' = [e/(1+e) + 1, 1/2] (no γ, no max trick)."""
+    out = PaperChannelAttention()(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)).flatten()
+    e = math.e
+    torch.testing.assert_close(out, torch.tensor([1 + e / (1 + e), 0.5]))
+    # C=2, N=2: M' = [[1, 0], [1, 1]] -> E = [[1, 1], [1, 2]]; row 0 softmax [1/2, 1/2], row 1 [1/(1+e), e/(1+e)]
+    m = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    a = torch.tensor([[0.5, 0.5], [1 / (1 + e), e / (1 + e)]])
+    expected = torch.tensor([[0.5 * 1 + 0.5 * 1 + 1, 0.5 * 0 + 0.5 * 1 + 0],
+                             [a[1, 0] * 1 + a[1, 1] * 1 + 1, a[1, 0] * 0 + a[1, 1] * 1 + 1]])
+    torch.testing.assert_close(PaperChannelAttention()(m.view(1, 2, 1, 2)).view(2, 2), expected)
+    assert not list(PaperChannelAttention().parameters())
 
 
 # --- Dense spatial position attention (Eq. 9-11) ---------------------------------------------------

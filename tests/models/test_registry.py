@@ -12,12 +12,14 @@ from medseg.models import SegOutput, build_model, count_parameters, get_entry, l
 EXPECTED_PARAMS = {
     "unet": 31_113_217,
     "attention_unet": 31_740_337,
-    "unetpp": 2_410_756,
+    "unetpp": 36_451_524,  # U-Net's widths (64..1024, 64), issue #14 item 5
+    "fcn": 32_946_753,  # torchvision fcn_resnet50(num_classes=1), no aux head
     "msnet": 27_692_329,
     "m2snet": 27_692_585,
     "mgrad_unet": 24_094_023,
     "snet": 38_685_891,
     "mda_unet": 60_120_302,
+    "flexible_unet": 23_653_745,  # torchvision ResNet-34 without fc (21.28 M) + the 256-128-64-32-16 decoder
 }
 
 

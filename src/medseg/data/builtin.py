@@ -75,6 +75,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
@@ -824,7 +825,7 @@ def _case_rng(seed: int, stream: str, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, _STREAM[stream], i])
 
 
-def _write_ct(root: Path, seed: int, count: int, size: int, volumes: int) -> None:
+def _write_ct(root: Path, seed: int, count: int, size: int, volumes: int, bar: Any) -> None:
     (root / "images").mkdir()
     (root / "masks").mkdir()
     width = max(4, len(str(count - 1)))
@@ -835,6 +836,7 @@ def _write_ct(root: Path, seed: int, count: int, size: int, volumes: int) -> Non
         _save_png(window_ct(hu), root / "images" / f"{cid}.png")
         _save_png(lab, root / "masks" / f"{cid}.png")
         ids.append(cid)
+        bar.advance()
     _write_splits(root / "splits", _make_splits(ids, np.random.default_rng([seed, 10])))
     if volumes <= 0:
         return
@@ -851,6 +853,7 @@ def _write_ct(root: Path, seed: int, count: int, size: int, volumes: int) -> Non
         hu16 = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
         _save_nifti(hu16, spacing, vroot / img_dir / f"{vid}_0000.nii.gz")
         _save_nifti(lab, spacing, vroot / lab_dir / f"{vid}.nii.gz")
+        bar.advance()
     _write_splits(vroot / "splits", vsplits)
     ds = {
         "name": "PhantomCT",
@@ -866,7 +869,7 @@ def _write_ct(root: Path, seed: int, count: int, size: int, volumes: int) -> Non
     (vroot / "dataset.json").write_text(json.dumps(ds, indent=2) + "\n")
 
 
-def _write_endo(root: Path, seed: int, count: int, size: int) -> None:
+def _write_endo(root: Path, seed: int, count: int, size: int, bar: Any) -> None:
     (root / "images").mkdir()
     (root / "masks").mkdir()
     width = max(4, len(str(count - 1)))
@@ -877,6 +880,7 @@ def _write_endo(root: Path, seed: int, count: int, size: int) -> None:
         _save_png(rgb, root / "images" / f"{cid}.png")
         _save_png(mask.astype(np.uint8) * 255, root / "masks" / f"{cid}.png")
         ids.append(cid)
+        bar.advance()
     _write_splits(root / "splits", _make_splits(ids, np.random.default_rng([seed, 12])))
 
 
@@ -1029,10 +1033,13 @@ def generate(
         root,
     )
     try:
-        if name == "phantom-ct":
-            _write_ct(tmp, seed, count, size, volumes)
-        else:
-            _write_endo(tmp, seed, count, size)
+        from medseg.progress import progress_bar
+
+        with progress_bar(f"generate {name}", total=count + volumes) as bar:
+            if name == "phantom-ct":
+                _write_ct(tmp, seed, count, size, volumes, bar)
+            else:
+                _write_endo(tmp, seed, count, size, bar)
         (tmp / "builtin.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
         _write_manifest(tmp)
         (tmp / ".complete").write_text("")

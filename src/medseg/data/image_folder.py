@@ -353,7 +353,15 @@ class ImageFolderReader(Reader):
             return self._check_ids(sorted(self._index))
         return None
 
+    def listed_splits(self) -> list[str]:
+        """Names of the splits the data defines (``splits/*.txt``; PraNet: ``train`` and the test sets)."""
+        return list(self._listed())
+
     # -- cases --------------------------------------------------------------------------------
+    def files(self) -> dict[str, tuple[Path, Path | None]]:
+        """Every case id -> (image file, mask file or None), in id order."""
+        return dict(sorted(self._index.items()))
+
     def paths(self, case_id: str) -> tuple[Path, Path | None]:
         """(image file, mask file or None) of a case."""
         try:

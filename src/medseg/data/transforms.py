@@ -15,7 +15,8 @@ Pipeline built by :func:`build_transforms` (``cfg`` is a :class:`medseg.config.D
   order 0 for the label, in training and evaluation (as ``test_single_volume``).
 - ``basic`` augmentation (each with probability ``augment.prob``): horizontal flip (``flip``), vertical
   flip (``vflip``), rot90 by k in {1, 2, 3} (``rot90``), rotation by an angle uniform in
-  ±``rotate_deg`` (image bilinear, label nearest, zero padding). With rot90 and a non-square size the
+  ±``rotate_deg`` (image bilinear, label nearest, zero padding) with its own probability
+  ``augment.rotate_prob`` when set (MSNet's ``RandomRotate`` rotates every sample: 1.0). With rot90 and a non-square size the
   sample is resized back to ``cfg.size``.
 - ``transunet`` augmentation (TransUNet's ``RandomGenerator``): with probability ``prob`` rot90 by a
   random k in {0..3} then a flip on a random axis; otherwise with probability ``prob`` a rotation by
@@ -273,7 +274,7 @@ def build_transform_stages(cfg: DataConfig, train: bool) -> tuple[Compose, Compo
             RandRotated(
                 KEYS,
                 range_x=math.radians(aug.rotate_deg),
-                prob=aug.prob,
+                prob=aug.prob if aug.rotate_prob is None else aug.rotate_prob,
                 keep_size=True,
                 mode=("bilinear", "nearest"),
                 padding_mode="zeros",

@@ -11,16 +11,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from medseg.config import Config, DataConfig
+from medseg.config import Config, DataConfig, ModelConfig
 from medseg.data.sampling import EpochSampler
 from medseg.utils import DataError
 
 _log = logging.getLogger(__name__)
 
 
-def prepare_data_root(cfg: DataConfig, default_root: Path | None = None) -> DataConfig:
-    """Fill ``root`` for built-in data (generated once, cached by its parameters), check it exists, and
-    record what predict/evaluate need about the inputs (``data.inputs``: :func:`medseg.data.inputs.record_inputs`)."""
+def prepare_data_root(cfg: DataConfig, default_root: Path | None = None, model: ModelConfig | None = None) -> DataConfig:
+    """Fill ``root`` for built-in data (generated once, cached by its parameters), check it exists, derive the
+    ``auto`` values from the folder (:func:`medseg.data.derive.derive_data_settings`; ``model`` gives the stride
+    and whether a pretrained backbone wants ImageNet normalisation), and record what predict/evaluate need about
+    the inputs (``data.inputs``: :func:`medseg.data.inputs.record_inputs`)."""
+    from medseg.data.derive import derive_data_settings
     from medseg.data.inputs import record_inputs
 
     if cfg.builtin:
@@ -28,12 +31,12 @@ def prepare_data_root(cfg: DataConfig, default_root: Path | None = None) -> Data
 
         root = Path(cfg.root) if cfg.root else (default_root or Path("data")) / f"{cfg.builtin}-seed{cfg.builtin_seed}"
         generate(cfg.builtin, root, seed=cfg.builtin_seed, count=cfg.builtin_count)
-        return record_inputs(cfg.model_copy(update={"root": str(root)}))
+        return record_inputs(derive_data_settings(cfg.model_copy(update={"root": str(root)}), model))
     if not cfg.root:
         raise DataError("data.root is not set: pass --data DIR (or set data.builtin)")
     if not Path(cfg.root).exists():
         raise DataError(f"data folder not found: {cfg.root}")
-    return record_inputs(cfg)
+    return record_inputs(derive_data_settings(cfg, model))
 
 
 def available_memory() -> int:

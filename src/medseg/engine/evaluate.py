@@ -10,7 +10,8 @@ every table but not in the average over labels.
   metrics are computed on the 3D volume (TransUNet's protocol), in voxels unless
   ``eval.use_spacing`` (then in mm from the volume's spacing).
 - ``polyp``: M2SNet/PraNet's table (mDice and mIoU at 0.5 and over PraNet's 256 thresholds, Fwβ,
-  Sα, mean and max Eφ, MAE; :mod:`medseg.metrics.polyp`). Every probability map is **min-max
+  Sα, mean and max Eφ, MAE, and a last, separately labelled column with MSNet's own soft Dice of
+  ``utils/metric.py``; :mod:`medseg.metrics.polyp`). Every probability map is **min-max
   normalised per image before all polyp metrics**, the 0.5-threshold Dice/IoU included, because
   the published numbers were computed that way (NOTES §2, §5.3): PraNet's ``MyTest.py`` saves
   min-max normalised maps, and MSNet/M2SNet's ``metric.py`` min-max normalises each saved map.
@@ -330,6 +331,7 @@ def evaluate_split(
     from medseg.data.base import check_image
     from medseg.engine.predict import guarded
     from medseg.metrics import MetricTable, class_group_means, confusion_counts, evaluate_case, pooled_summary
+    from medseg.progress import progress_bar
 
     cfg = predictor.cfg
     num_classes = cfg.data.num_classes
@@ -343,7 +345,8 @@ def evaluate_split(
         volume = _holds_volumes(reader, ids)
         protocol = resolve_protocol(protocol, volume)
         mode = resolve_mode(mode, protocol)
-    table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel")
+    table = MetricTable(mode=mode, hd_method=cfg.eval.hd_method, distance_unit="mm" if cfg.eval.use_spacing else "voxel",
+                        class_names=dict(enumerate(names)))  # cases.csv and summary.json name classes as the table
     polyp = None
     if protocol == "polyp":
         from medseg.metrics import PolypEvaluator
@@ -373,10 +376,12 @@ def evaluate_split(
 
     start = time.perf_counter()
     columns: list[str] | None = None
-    with open(out / "cases.csv", "w", encoding="utf-8", errors="backslashreplace") as log:
+    with open(out / "cases.csv", "w", encoding="utf-8", errors="backslashreplace") as log, \
+            progress_bar(f"evaluate {split}", len(ids)) as bar:  # closed before a --fail-fast error is printed
         for cid in ids:
             n = len(table.rows)
             guarded(cid, partial(score, cid), failures, fail_fast=fail_fast)
+            bar.advance()
             if len(table.rows) > n:
                 log.write(table.csv_text(table.rows[n:], columns, header=columns is None))
                 log.flush()

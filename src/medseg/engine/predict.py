@@ -2,7 +2,9 @@
 
 Pre-processing equals validation's (normalisation + resize to the training size); predictions are
 resized back to each image's own size as probabilities (bilinear) before thresholding (binary,
-sigmoid > 0.5) or argmax (multi-class), as MSNet's prediction script does.
+sigmoid > 0.5) or argmax (multi-class), as MSNet's prediction script does; nested sigmoid regions
+(``data.targets: regions``, MDA-U-Net's organ / tumour channels) are decoded as nnU-Net does
+(:mod:`medseg.engine.decode`).
 With ``eval.inferer: sliding_window`` images keep their own size and MONAI's ``SlidingWindowInferer``
 runs windows of the training size over them (:meth:`Predictor.sliding_window_logits`).
 """
@@ -291,9 +293,11 @@ class Predictor:
         optimize_for_inference(self.model, channels_last=self.channels_last, fold_bn=True, compile=self.compile,
                                example_input=example)
 
-    @staticmethod
-    def to_probabilities(logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+    def to_probabilities(self, logits: Tensor) -> Tensor:
+        """Sigmoid (binary, ``data.targets: regions``) or softmax (:mod:`medseg.engine.decode`)."""
+        from medseg.engine.decode import to_probabilities
+
+        return to_probabilities(logits, self.cfg.data.targets)
 
     @torch.inference_mode()
     def probabilities(self, x: Tensor) -> Tensor:
@@ -309,9 +313,11 @@ class Predictor:
             total = p if total is None else total + p
         return total / 4
 
-    @staticmethod
-    def to_labels(probs: Tensor) -> Tensor:
-        return (probs[:, 0] > 0.5).long() if probs.shape[1] == 1 else probs.argmax(1)
+    def to_labels(self, probs: Tensor) -> Tensor:
+        """Threshold 0.5 (binary), argmax (classes) or nnU-Net's region decoding (:mod:`medseg.engine.decode`)."""
+        from medseg.engine.decode import to_labels
+
+        return to_labels(probs, self.cfg.data.targets)
 
     def _batches(self, images: list[np.ndarray], kind: str = "image") -> Iterator[tuple[int, Tensor]]:
         start = 0
@@ -492,11 +498,15 @@ def predict_paths(
     written: list[Path] = []
     failures: list[str] = []
     options = {"overlay": overlay, "probabilities": probabilities, "allow_nonfinite": allow_nonfinite}
-    for path in paths:
-        done = guarded(str(path), partial(_predict_file, predictor, path, out_dir, **options), failures,
-                       fail_fast=fail_fast)
-        if done is not None:
-            written.append(done)
+    from medseg.progress import progress_bar
+
+    with progress_bar("predict", len(paths)) as bar:  # closed before a --fail-fast error is printed
+        for path in paths:
+            done = guarded(str(path), partial(_predict_file, predictor, path, out_dir, **options), failures,
+                           fail_fast=fail_fast)
+            bar.advance()
+            if done is not None:
+                written.append(done)
     return written, failures
 
 

@@ -7,6 +7,10 @@
   (λ(G_i - M_i), added to the encoder's RFB outputs by the model). ``update="per_pass"`` (author's
   code, default) does backward + optimizer step after every pass (``feedback_iters`` updates per
   batch, manual optimization); ``update="summed"`` sums the passes' losses and steps once.
+  Either way a batch is one training *step* for Lightning (``global_step``, ``max_steps``, the progress
+  bar, ``metrics.csv``, ``summary.json``, ``checkpoint_every_n_steps``): under ``per_pass`` only the last
+  pass's update goes through the step counter, the earlier ones through the same strategy / precision
+  path (AMP scaling, gradient checks) without counting.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class FeedbackPasses:
             return total
         opt = task.optimizers()
         sched = task.lr_schedulers()
-        for _ in range(self.iters):
+        for i in range(self.iters):
             out = task.model(x, feedback=feedback)
             loss, parts = task.criterion(out, y)
             opt.zero_grad(set_to_none=True)
@@ -66,7 +70,10 @@ class FeedbackPasses:
             clip = task.cfg.trainer.gradient_clip_val
             if clip:
                 task.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm=task.cfg.trainer.gradient_clip_algorithm)
-            opt.step()
+            if i == self.iters - 1:
+                opt.step()  # counted: one step per batch
+            else:  # the same update without advancing Lightning's step counter
+                task.trainer.strategy.optimizer_step(opt.optimizer, lambda: None, task)
             feedback = self._feedback(out)
         if sched is not None:
             sched.step()

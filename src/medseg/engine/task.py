@@ -21,11 +21,12 @@ from medseg.models import build_model
 log = logging.getLogger(__name__)
 
 
-def predict_labels(logits: Tensor) -> Tensor:
-    """Class indices from logits: threshold 0.5 (sigmoid) for one channel, argmax otherwise."""
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).long()
-    return logits.argmax(1)
+def predict_labels(logits: Tensor, targets: str = "classes") -> Tensor:
+    """Class indices from logits: threshold 0.5 (sigmoid) for one channel, argmax otherwise; nested regions
+    (``data.targets: regions``) as :func:`medseg.engine.decode.logits_to_labels`."""
+    from medseg.engine.decode import logits_to_labels
+
+    return logits_to_labels(logits, targets)
 
 
 def confusion_counts(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -61,7 +62,7 @@ class SegTask(pl.LightningModule):
         d = cfg.data
         self.num_classes = d.num_classes
         self.model = build_model(cfg.model.name, in_channels=d.in_channels, out_channels=d.out_channels, **cfg.model.kwargs)
-        self.criterion = Criterion.from_config(cfg.loss)
+        self.criterion = Criterion.from_config(cfg.loss, targets=d.targets)
         self.strategy = build_strategy(cfg.strategy)
         self.automatic_optimization = self.strategy.automatic_optimization
         self._val_counts: dict[str, Tensor] = {}
@@ -91,7 +92,7 @@ class SegTask(pl.LightningModule):
         out = self.model(batch["image"])
         loss, _ = self.criterion(out, batch["label"])
         self.log("val/loss", loss, on_epoch=True, batch_size=batch["image"].shape[0], sync_dist=True)
-        counts = confusion_counts(predict_labels(out.logits), batch["label"], self.num_classes).cpu()
+        counts = confusion_counts(predict_labels(out.logits, self.cfg.data.targets), batch["label"], self.num_classes).cpu()
         self._val_volumes |= any(s is not None for s in batch.get("slice") or [])
         for case, c in zip(batch["case"], counts):
             prev = self._val_counts.get(case)
@@ -139,7 +140,7 @@ class SegTask(pl.LightningModule):
 
         The scheduler steps once per optimizer step, except under MGRAD-UNet's per-pass feedback,
         which steps the optimizer ``feedback_iters`` times a batch but the scheduler once a batch;
-        Lightning's ``max_steps`` counts optimizer steps, so it is divided by the passes there.
+        Lightning's ``max_steps`` counts batches there too (:mod:`medseg.engine.strategies`).
         """
         trainer = self.trainer
         # The loader's length, without creating the loader Lightning iterates: that one must be made after a
@@ -158,9 +159,7 @@ class SegTask(pl.LightningModule):
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
         total = per_epoch * epochs if epochs else None
         if trainer.max_steps is not None and trainer.max_steps > 0:
-            passes = self.cfg.strategy.feedback_iters if manual else 1
-            by_steps = math.ceil(trainer.max_steps / passes)
-            total = by_steps if total is None else min(total, by_steps)
+            total = trainer.max_steps if total is None else min(total, trainer.max_steps)
         return per_epoch, max(1, total if total is not None else per_epoch)
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -87,8 +87,49 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return precision
 
 
+class EpochBar(RichProgressBar):
+    """Lightning's rich bar with epochs counted from 1: a one-epoch run reads "Epoch 1/1" (Lightning's: "0/0")."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            text += f"/{self.trainer.max_epochs}"
+        if len(self.validation_description) > len(text):  # as Lightning: no flicker between the two
+            text = f"{text:{len(self.validation_description)}}"
+        return text
+
+
+class EpochLines(Callback):
+    """Where no bar is drawn (stderr is not a terminal: a log file, a pipe), one line per epoch instead, e.g.
+    ``epoch 3/14: 75 steps, train loss 0.512, val loss 0.498, val dice 0.8012 (12.3 s)``."""
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+        self._validated = False
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0, self._validated = time.perf_counter(), False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = [f"{trainer.global_step} steps"] + [f"{label} {float(m[key]):.{digits}f}" for key, label, digits in (
+            ("train/loss_epoch", "train loss", 3), ("val/loss", "val loss", 3), ("val/dice", "val dice", 4))
+            if key in m and (self._validated or not key.startswith("val/"))]  # no stale values of an unvalidated epoch
+        _log.info("epoch %d%s: %s (%.1f s)", trainer.current_epoch + 1, of, ", ".join(parts), time.perf_counter() - self._t0)
+
+
 class History(Callback):
-    """Per-epoch train loss and validation metrics; writes ``curves.png``; survives resume."""
+    """Per-epoch train loss and validation metrics; writes ``curves.png``; survives resume.
+
+    Each row's ``epoch`` is the epoch's number counted from 1 and ``step`` the training steps (batches) done by
+    its end, so the last row of a one-epoch run of two batches reads epoch 1, step 2.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -100,7 +141,7 @@ class History(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = trainer.callback_metrics
-        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        row = {"epoch": float(trainer.current_epoch + 1), "step": float(trainer.global_step)}
         for key in ("train/loss_epoch", "val/loss", "val/dice"):
             if key in m:
                 row[key] = float(m[key])
@@ -121,7 +162,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ep = [r["epoch"] + 1 for r in rows]
+    ep = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, style in (("train/loss_epoch", "-o"), ("val/loss", "-s")):
         pts = [(e, r[key]) for e, r in zip(ep, rows) if key in r]
@@ -167,7 +208,7 @@ class Overlays(Callback):
         for i in dict.fromkeys(idx.tolist()):
             s = ds[i]
             x = s["image"][None].to(pl_module.device)
-            pred = predict_labels(pl_module.model(x).logits)[0].cpu().numpy()
+            pred = predict_labels(pl_module.model(x).logits, pl_module.cfg.data.targets)[0].cpu().numpy()
             panel = overlay_panel(s["image"].numpy(), s["label"].numpy(), pred, pl_module.num_classes)
             name = f"{s['case']}" + (f"_slice{s['slice']:03d}" if s.get("slice") is not None else "")
             save_png(panel, out_dir / f"{name}.png")
@@ -263,8 +304,13 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
     )
     if has_val and t.val_time_fraction:
         cbs.append(ValidationBudget(t.val_time_fraction, t.check_val_every_n_epoch, t.max_epochs))
-    if t.progress:
-        cbs.append(RichProgressBar(leave=True))
+    from medseg.progress import progress_enabled
+
+    show_bar = t.progress and progress_enabled()  # a bar on a terminal; one line per epoch in logs and pipes
+    if show_bar:
+        cbs.append(EpochBar(leave=True))
+    elif t.progress:
+        cbs.append(EpochLines())
     cbs.extend(callbacks or [])
     manual = cfg.strategy.name == "feedback" and cfg.strategy.update == "per_pass"
     if manual and t.accumulate_grad_batches != 1:
@@ -294,7 +340,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool, callbacks: list[Cal
         ],
         callbacks=cbs,
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=t.progress,
+        enable_progress_bar=show_bar,
         enable_model_summary=False,
     )
 
@@ -406,7 +452,7 @@ def _fit(cfg: Config, run_dir: Path, point: ResumePoint | None,
     resumed = point is not None
     # Every check (config, model, every data file) runs before the run folder is created or changed:
     # a mistake leaves nothing behind.
-    cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"))})
+    cfg = cfg.model_copy(update={"data": prepare_data_root(cfg.data, default_root=Path("data"), model=cfg.model)})
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SegTask(cfg)
     check_model_fits_config(cfg, task.model)
@@ -530,7 +576,8 @@ def write_train_summary(cfg: Config, run_dir: Path, trainer: pl.Trainer, task: S
         "model": cfg.model.name,
         "params": count_parameters(task.model),
         "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
+        "max_epochs": cfg.trainer.max_epochs,
+        "steps": trainer.global_step,  # training steps = batches (MGRAD-UNet's 3 updates a batch count once)
         "start_step": history.start_step if history else 0,
         "train_seconds": round(prev.get("train_seconds", 0.0) + seconds, 2),
         "resumed": prev.get("resumed", 0) + int(resumed),

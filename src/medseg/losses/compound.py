@@ -86,3 +86,22 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return self.ce_weight * self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
+
+
+def region_targets(target: Tensor, channels: int) -> Tensor:
+    """int64 label map ``[B, H, W]`` -> float ``[B, channels, H, W]`` with channel k = (label >= k + 1)."""
+    levels = torch.arange(1, channels + 1, device=target.device).view(1, -1, 1, 1)
+    return (target.unsqueeze(1) >= levels).float()
+
+
+@register_loss("region_bce")
+class RegionBCELoss(nn.Module):
+    """BCE with logits on nested region targets (``data.targets: regions``): channel k of the C logits is
+    trained towards ``label >= k + 1`` (MDA-U-Net Eq. 6-7: organ incl. tumour, tumour), mean over channels
+    and pixels (``F.binary_cross_entropy_with_logits``)."""
+
+    targets = "regions"
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        logits = logits.float()
+        return F.binary_cross_entropy_with_logits(logits, region_targets(target, logits.shape[1]))

@@ -46,8 +46,22 @@ class Criterion(nn.Module):
         self.losses = nn.ModuleList(losses)
 
     @classmethod
-    def from_config(cls, loss_cfg: object) -> Criterion:
-        return cls(loss_cfg.terms)  # type: ignore[attr-defined]
+    def from_config(cls, loss_cfg: object, targets: str | None = None) -> Criterion:
+        """The criterion of ``loss_cfg``; with ``targets`` (``data.targets``) every term must fit them."""
+        crit = cls(loss_cfg.terms)  # type: ignore[attr-defined]
+        if targets is not None:
+            crit.check_targets(targets)
+        return crit
+
+    def check_targets(self, targets: str) -> None:
+        """Each loss must read the targets the data gives: a region loss (``region_bce``) needs
+        ``data.targets: regions`` and every other loss ``classes`` (:class:`ConfigError` otherwise)."""
+        for i, ((name, *_), loss) in enumerate(zip(self.specs, self.losses)):
+            wants = getattr(loss, "targets", "classes")
+            if wants != targets:
+                hint = "region_bce" if targets == "regions" else "a class loss (dice_ce, ce, dice, ...)"
+                raise ConfigError(f"loss.terms[{i}]: loss {name!r} needs data.targets: {wants}, but data.targets "
+                                  f"is {targets}: use {hint}")
 
     def forward(self, output: object, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the total loss and each weighted term (for logging), keyed ``loss/output``."""

@@ -20,6 +20,10 @@ Per image:
   the adaptive threshold ``2·mean(prob)``; ``MAE`` — mean |prob − gt|. These come from
   ``py_sod_metrics`` (``Smeasure``, ``WeightedFmeasure``, ``Emeasure``, ``MAE``) with
   ``normalize=False``.
+* ``softDice`` — MSNet/M2SNet's own ``utils/metric.py`` ``cal_dice`` (NOTES §2): a *soft* Dice on the
+  probability map itself, no threshold, ``(2 Σ p·g + 1e-5) / (Σ g + Σ p + 1e-5)`` with ``g`` the
+  binarised ground truth; per image, mean over images. It is the "Dice" MSNet's ``test_score.py``
+  prints (on the min-max normalised map, as evaluation passes it).
 
 Dataset values (:meth:`PolypEvaluator.results`), as PraNet computes them: the Dice/IoU/E-measure
 curves are first **averaged over images per threshold**, then ``meanDic``/``meanIoU``/``meanEm``
@@ -44,7 +48,8 @@ Table (:func:`polyp_markdown`, :data:`POLYP_COLUMNS`), in the M2SNet/MSNet paper
 are ``dice``/``iou`` (per image at threshold 0.5, mean over images) and ``PraNet`` are
 ``meanDic``/``meanIoU`` (mean over the 256 thresholds). The papers' Eφ column is ``maxEφ``.
 MSNet's own ``metric.py`` reports a *soft* Dice (no threshold) and IoU at 0.5 (NOTES §2), so its
-Dice matches neither Dice column exactly.
+Dice matches neither of those Dice columns: it is the last, separately labelled column
+``mDice soft (MSNet metric.py)`` (``softDice``), not a column of the papers' PraNet-protocol tables.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ from medseg.utils import atomic_write_text
 
 from .overlap import overlap_scores
 
-__all__ = ["POLYP_COLUMNS", "PRANET_THRESHOLDS", "PolypEvaluator", "polyp_markdown", "binarize_gt"]
+__all__ = ["POLYP_COLUMNS", "PRANET_THRESHOLDS", "PolypEvaluator", "polyp_markdown", "binarize_gt", "soft_dice"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +90,18 @@ _SCALARS = (
     "maxEm",
     "adpEm",
     "MAE",
+    "softDice",
 )
+
+#: ``cal_dice`` smoothing of MSNet's ``utils/metric.py``.
+SOFT_DICE_SMOOTH = 1e-5
+
+
+def soft_dice(prob: np.ndarray, gt: np.ndarray, smooth: float = SOFT_DICE_SMOOTH) -> float:
+    """MSNet's ``metric.py`` Dice: ``(2 Σ p·g + smooth) / (Σ g + Σ p + smooth)`` on the soft map ``p``."""
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    g = np.asarray(gt, dtype=np.float64).ravel()
+    return float((2.0 * np.sum(p * g) + smooth) / (np.sum(g) + np.sum(p) + smooth))
 
 
 def binarize_gt(gt: np.ndarray) -> np.ndarray:
@@ -197,6 +213,7 @@ class PolypEvaluator:
             "maxEm": float(em_curve.max()),
             "adpEm": float(self._em.adaptive_ems[-1]),
             "MAE": float(self._mae.maes[-1]),
+            "softDice": soft_dice(p, g),
             "gt_empty": n_g == 0,
         }
         self._rows.append(row)
@@ -222,7 +239,7 @@ class PolypEvaluator:
         c = self.curves()
         mean = {
             k: float(np.mean([r[k] for r in self._rows]))
-            for k in ("dice", "iou", "Sm", "wFm", "adpEm", "MAE")
+            for k in ("dice", "iou", "Sm", "wFm", "adpEm", "MAE", "softDice")
         }
         n_empty = sum(r["gt_empty"] for r in self._rows)
         if n_empty:
@@ -243,6 +260,7 @@ class PolypEvaluator:
             "maxEm": float(c["em"].max()),
             "adpEm": mean["adpEm"],
             "MAE": mean["MAE"],
+            "softDice": mean["softDice"],
         }
 
     def per_image(self) -> list[dict[str, Any]]:
@@ -271,6 +289,7 @@ POLYP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("mEφ", "meanEm"),
     ("maxEφ", "maxEm"),
     ("MAE", "MAE"),
+    ("mDice soft (MSNet metric.py)", "softDice"),  # extra column: MSNet's own Dice, not the papers' tables
 )
 
 

@@ -17,7 +17,17 @@ __all__ = ["SegOutput", "build_model", "count_parameters", "get_entry", "list_mo
 def _import_architectures() -> None:
     """Import every architecture module (on the registry's first lookup: ``import medseg.models`` stays cheap);
     their ``@register_model`` decorators fill the registry."""
-    from medseg.models import attention_unet, mda_unet, mgrad_unet, msnet, snet, unet, unetpp  # noqa: F401
+    from medseg.models import (  # noqa: F401
+        attention_unet,
+        fcn,
+        flexible_unet,
+        mda_unet,
+        mgrad_unet,
+        msnet,
+        snet,
+        unet,
+        unetpp,
+    )
 
 
 add_member_loader(_import_architectures)

@@ -22,7 +22,8 @@ Equations → code (``L = len(channels)`` levels, ``d = L`` in the paper's notat
 * Eq. 8 ``L = L_s + λ L_a``: not in the model; criterion terms on ``logits`` (weight 1) and
   ``aux/additional`` (weight λ = 0.1, NOTES §7 item 15: the paper's λ_m/λ_out = 1/10).
 * Eq. 9-11 dense spatial position attention: :class:`DensePositionAttention`.
-* Eq. 12-13 channel attention (DANet CAM): :class:`ChannelAttention`.
+* Eq. 12-13 channel attention: ``channel_attention="danet"`` (default, ours: DANet's CAM,
+  :class:`ChannelAttention`) or ``"paper"`` (the printed equations, :class:`PaperChannelAttention`).
 
 Choices (the paper leaves them open):
 
@@ -45,6 +46,9 @@ Choices (the paper leaves them open):
    trick ``softmax(max_i e_{j,i} - e_{j,i})`` (which equals ``softmax(-e)``: it favours *dissimilar*
    channels, unlike Eq. 12 as printed, but it is what DANet does and trains), and
    ``O' = γ A' M' + M'`` with a learnable scalar γ initialised to 0 (identity at initialisation).
+   ``channel_attention="paper"`` computes Eq. 12-13 exactly as printed instead: ``A' = softmax_i(M' M'^T)``
+   (row-wise; the printed sum to N is read as a sum over the C channels ``i`` indexes), ``O' = A' M' + M'``,
+   no γ (so no parameter) and no max trick; ``"none"`` (or ``False``) switches CA off.
 5. Both attention products run in float32 even under mixed precision: the C x C energy sums N (up to
    262 144) products and overflows float16.
 6. *MDSA* = DSPA then CA, only on the links from the additional path into the original path (one
@@ -54,11 +58,15 @@ Choices (the paper leaves them open):
    sigmoid channel): we use ``out_channels = 3`` = (background, organ, tumour) with exclusive labels
    as KiTS19 / MSD store them; the paper's organ channel corresponds to ``p_organ + p_tumour`` (the
    foreground union its metrics use) and its tumour channel to ``p_tumour``. CE on K = 3 classes is
-   the softmax analogue of its BCE.
+   the softmax analogue of its BCE. The paper's own head is the recipes' ``paper_text`` presets:
+   ``data.targets: regions`` builds the model with ``out_channels = 2`` sigmoid channels (organ incl.
+   tumour, tumour), trained with ``region_bce`` and decoded to background / organ / tumour by
+   :mod:`medseg.engine.decode`; the model itself only sees ``out_channels``.
 8. *Switches*. ``additional_path=False`` gives a plain U-Net (with Cascade MSC if ``cascade_msc``):
    no additional path, no MDSA (they only exist on its links), no ``aux_head`` -- so the state_dict
    legitimately lacks those keys and ``aux`` is empty. ``mdsa=False`` passes ``M_j`` unchanged;
-   ``position_attention``/``channel_attention`` switch DSPA/CA inside MDSA.
+   ``position_attention`` (bool) / ``channel_attention`` (``"danet"`` | ``"paper"`` | ``"none"``; ``True`` /
+   ``False`` = danet / none) choose DSPA/CA inside MDSA.
 9. ``channels`` may be narrowed (e.g. for CPU runs); the stride is ``2 ** (len(channels) - 1)``.
    Weights use PyTorch's default initialisation.
 
@@ -167,6 +175,36 @@ class ChannelAttention(nn.Module):
         return out.view(b, c, h, w).to(x.dtype)
 
 
+class PaperChannelAttention(nn.Module):
+    """Channel attention exactly as printed (Eq. 12-13), no parameters.
+
+    Eq. 12 ``a'_{j,i} = exp(M'_i · M'_j) / Σ_i exp(M'_i · M'_j)``: ``A' = softmax_i(M' M'^T)`` row-wise (the
+    printed sum runs to N; ``i`` indexes the C channels of the C x C matrix A', so it runs to C). Eq. 13
+    ``O'_j = Σ_i a'_{j,i} M'_i + M'_j``: ``O' = A' M' + M'``. No γ, no max-minus-energy.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        with _fp32(x):
+            xf = x.float().flatten(2)  # [B, C, N]
+            attn = F.softmax(torch.bmm(xf, xf.transpose(1, 2)), dim=-1)  # Eq. 12, [B, C, C]
+            out = torch.bmm(attn, xf) + xf  # Eq. 13
+        return out.view(b, c, h, w).to(x.dtype)
+
+
+#: ``channel_attention`` values: the module each builds (``none``: CA switched off).
+CHANNEL_ATTENTION = {"danet": ChannelAttention, "paper": PaperChannelAttention, "none": nn.Identity}
+
+
+def _channel_attention_kind(value: bool | str) -> str:
+    """``"danet"`` / ``"paper"`` / ``"none"``; ``True`` / ``False`` (the older switch) mean danet / none."""
+    if value is True or value is False:
+        return "danet" if value else "none"
+    if value not in CHANNEL_ATTENTION:
+        raise ValueError(f"channel_attention must be one of {', '.join(map(repr, CHANNEL_ATTENTION))}, got {value!r}")
+    return str(value)
+
+
 class MDSA(nn.Module):
     """Multi-dimensional self-attention: DSPA then CA, each switchable (identity when off)."""
 
@@ -175,14 +213,14 @@ class MDSA(nn.Module):
         channels: int,
         K: int = 10,
         position_attention: bool = True,
-        channel_attention: bool = True,
+        channel_attention: bool | str = "danet",
         dilation: int = 2,
     ) -> None:
         super().__init__()
         self.position: nn.Module = (
             DensePositionAttention(channels, K=K, dilation=dilation) if position_attention else nn.Identity()
         )
-        self.channel: nn.Module = ChannelAttention() if channel_attention else nn.Identity()
+        self.channel: nn.Module = CHANNEL_ATTENTION[_channel_attention_kind(channel_attention)]()
 
     def forward(self, m: Tensor) -> Tensor:
         return self.channel(self.position(m))
@@ -208,7 +246,7 @@ class MDAUNet(nn.Module):
         K: int = 10,
         mdsa: bool = True,
         position_attention: bool = True,
-        channel_attention: bool = True,
+        channel_attention: bool | str = "danet",
         cascade_msc: bool = True,
         additional_path: bool = True,
         dilation: int = 2,
@@ -222,7 +260,8 @@ class MDAUNet(nn.Module):
         self.channels = channels
         self.stride = 2 ** (len(channels) - 1)
         self.additional_path = additional_path
-        self.use_mdsa = mdsa and additional_path and (position_attention or channel_attention)
+        channel_attention = _channel_attention_kind(channel_attention)
+        self.use_mdsa = mdsa and additional_path and (position_attention or channel_attention != "none")
 
         # Eq. 1: contracting path.
         self.encoder = nn.ModuleList(

@@ -2,6 +2,10 @@
 
 MONAI returns ``[x_0_1, x_0_2, x_0_3, x_0_4]``; the deepest, x_0_4, is ``logits`` and with
 ``deep_supervision`` (default) x_0_1..x_0_3 are ``aux["ds1".."ds3"]``; the heads exist either way, so the state_dict does not change.
+
+``features`` has U-Net's form and default (:mod:`medseg.models.unet`: 64-128-256-512-1024 and 64 for the last
+decoder level; MONAI's own default is 32-32-64-128-256-32), so a comparison of the two at default widths is
+like for like (MDA-U-Net's Table 1 baselines, issue #14 item 5).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from medseg.models._wrappers import TensorToSegOutput
 def unetpp(
     in_channels: int = 1,
     out_channels: int = 1,
-    features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+    features: Sequence[int] = (64, 128, 256, 512, 1024, 64),
     deep_supervision: bool = True,
 ) -> nn.Module:
     """Nested U-Net with dense skip pathways (MONAI BasicUNetPlusPlus)."""
