@@ -88,7 +88,7 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
 
 
 def run_agreement(run: Path, data: Path) -> dict[str, Any]:
-    from medseg.data.base import build_reader
+    from medseg.data.readers import build_reader
     from medseg.engine.predict import Predictor
     from medseg.metrics.overlap import dice
 

@@ -4,7 +4,10 @@
 count its parameters (10-19 s -> well under 1 s). ``tests/models/test_catalog.py`` checks the table
 against the live registry and real parameter counts; after adding or changing a model, regenerate it::
 
-    python -m medseg.catalog
+    python -m medseg.models._catalog
+
+This module reads the table only (the layer below the models: :mod:`medseg.config` and the registry use it);
+building it lives with the models in :mod:`medseg.models._catalog`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import fnmatch
 import json
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 #: the in/out channels of the ``params`` column (the paper settings differ; see docs/models/)
@@ -37,29 +39,3 @@ def match_names(names: Sequence[str], pattern: str | Sequence[str] = "") -> list
     if not patterns:
         return list(names)
     return [n for n in names if any(fnmatch.fnmatchcase(n.lower(), p) for p in patterns)]
-
-
-def build_catalog() -> list[dict[str, Any]]:
-    """The table from the live registry, counting parameters (on the meta device: exact, no memory)."""
-    import torch
-
-    from medseg.models import build_model, count_parameters, list_models
-
-    rows = list_models(with_params=False)
-    for row in rows:
-        with torch.device("meta"):
-            row["params"] = count_parameters(build_model(row["name"], *PARAMS_CHANNELS))
-        row["default_size"] = list(row["default_size"])
-    return rows
-
-
-def write_catalog(path: str | Path | None = None) -> Path:
-    """Write :func:`build_catalog` to ``path`` (default: the package's ``models/catalog.json``)."""
-    path = Path(path) if path is not None else Path(__file__).parent / "models" / "catalog.json"
-    rows = ",\n ".join(json.dumps(r, ensure_ascii=False) for r in build_catalog())  # one model a line: readable diffs
-    path.write_text(f"[{rows}]\n", encoding="utf-8")
-    return path
-
-
-if __name__ == "__main__":
-    print(write_catalog())

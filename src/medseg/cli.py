@@ -375,7 +375,7 @@ def predict(
     folder) predict together, averaging their probabilities."""
     _check_precision(precision)
     try:
-        from medseg.engine.predict import predict_paths
+        from medseg.engine.predict_folder import predict_paths
 
         written, failures = predict_paths(run_dir, input, output, overlay=overlay, probabilities=probabilities,
                                           checkpoint=checkpoint, device=device, fast=fast, compile=compile,

@@ -190,7 +190,11 @@ class OptimConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    """``poly`` (per iteration, ``power``), ``triangle`` (MSNet, per epoch), ``warmup_cosine``, ``constant``."""
+    """``poly`` (per iteration, ``power``), ``triangle`` (MSNet, per epoch), ``warmup_cosine``, ``constant``.
+
+    Built from torch's schedulers (:mod:`medseg.engine.schedules`); ``min_lr_ratio``: the cosine's floor as a
+    fraction of ``optim.lr``, one absolute floor for every param group (torch's ``eta_min``).
+    """
 
     name: Literal["poly", "triangle", "warmup_cosine", "constant"] = "constant"
     power: PositiveFloat = 0.9
@@ -358,6 +362,16 @@ class Config(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    @field_validator("schedule")
+    @classmethod
+    def _floor_below_every_group(cls, v: ScheduleConfig, info: ValidationInfo) -> ScheduleConfig:
+        optim = info.data.get("optim")
+        low = min([g.lr_mult for g in optim.param_groups] + [1.0]) if optim is not None else 1.0
+        if v.name == "warmup_cosine" and v.min_lr_ratio > low:
+            raise ValueError(f"min_lr_ratio={v.min_lr_ratio:g} is a floor for every param group (times optim.lr) "
+                             f"and lies above the lowest group's lr_mult={low:g}")
+        return v
+
     @field_validator("eval")
     @classmethod
     def _groups_fit_the_classes(cls, v: EvalConfig, info: ValidationInfo) -> EvalConfig:
@@ -471,6 +485,13 @@ def check_run_overrides(overrides: list[str], command: str = "evaluate") -> None
             raise ConfigError(f"--set {item}: {key} is fixed by the trained model")
 
 
+def auto_keys(cfg: DataConfig) -> list[str]:
+    """The ``data.*`` keys of ``cfg`` still set to ``auto`` (derived by :mod:`medseg.data.derive`)."""
+    keys = [k for k in ("in_channels", "num_classes", "size", "train_split", "val_split", "test_split")
+            if getattr(cfg, k) == "auto"]
+    return keys + (["normalize.kind"] if cfg.normalize.kind == "auto" else [])
+
+
 def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, command: str = "evaluate") -> Config:
     """A trained run's config with ``--set`` overrides applied and validated. An explicit ``data.normalize``
     applies to every input kind: it replaces the per-kind mappings the run recorded (``data.inputs.normalize``)."""
@@ -479,8 +500,6 @@ def run_config_with_overrides(cfg: Config, overrides: list[str], where: str, com
     if any(parse_override(o)[0][:2] == ["data", "normalize"] for o in overrides):
         data["data"]["inputs"]["normalize"] = {}
     out = validate(apply_overrides(data, overrides), where=f"{where} with --set")
-    from medseg.data.derive import auto_keys
-
     if auto_keys(out.data):
         raise ConfigError(f"--set data.{auto_keys(out.data)[0]}=auto: values are derived from the data only when "
                           "training starts; give the value")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from medseg.config import DataConfig
-from medseg.data.base import build_reader
 from medseg.data.image_folder import ImageFolderReader, PraNetReader, read_image, read_mask
+from medseg.data.readers import build_reader
 from medseg.utils import DataError
 
 

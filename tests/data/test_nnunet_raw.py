@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medseg.config import DataConfig
-from medseg.data.base import SliceDataset, build_reader
+from medseg.data.base import SliceDataset
 from medseg.data.nnunet_raw import (
     NnUNetRawReader,
     from_nifti_array,
@@ -20,6 +20,7 @@ from medseg.data.nnunet_raw import (
     write_array_nifti,
     write_like,
 )
+from medseg.data.readers import build_reader
 from medseg.utils import DataError
 
 SHAPE_XYZ = (6, 5, 4)  # X, Y, Z

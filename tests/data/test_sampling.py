@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from medseg.config import load_config
-from medseg.data.base import SliceDataset, build_reader
+from medseg.data.base import SliceDataset
 from medseg.data.builtin import generate
+from medseg.data.readers import build_reader
 from medseg.data.sampling import EpochSampler, SampleKey, sample_seed
 from medseg.data.transforms import MultiScaleCollate
 

@@ -11,7 +11,7 @@ from monai.data import partition_dataset
 from PIL import Image
 
 from medseg.config import DataConfig
-from medseg.data.base import build_reader
+from medseg.data.readers import build_reader
 from medseg.data.splits import (
     case_groups,
     check_folds,

@@ -8,7 +8,8 @@ import torch
 from scipy import ndimage
 
 from medseg.config import ConfigError, DataConfig, load_config
-from medseg.data.base import SliceDataset, collate_samples
+from medseg.data.base import SliceDataset
+from medseg.data.samples import collate_samples
 from medseg.data.transforms import (
     MultiScaleCollate,
     TransUNetAugmentd,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from medseg.config import DataConfig
-from medseg.data.base import SliceDataset, build_reader
+from medseg.data.base import SliceDataset
+from medseg.data.readers import build_reader
 from medseg.data.transunet import ACDC_CLASSES, SYNAPSE_CLASSES, TransUNetReader, load_volume_file, volume_of
 from medseg.utils import DataError
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from medseg.config import Config, ConfigError, load_config, resolve_mode, validate
-from medseg.data.base import build_reader
+from medseg.data.readers import build_reader
 from medseg.engine.evaluate import eval_tag, evaluate_split, prepare_eval_dir
 from medseg.metrics import class_group_means, confusion_counts, pooled_summary
 from medseg.utils import MedsegError

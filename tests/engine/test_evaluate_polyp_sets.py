@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medseg.config import Config
-from medseg.data.base import build_reader
+from medseg.data.readers import build_reader
 from medseg.engine.evaluate import evaluate_splits, expand_splits
 
 pytest.importorskip("py_sod_metrics")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medseg.config import Config
-from medseg.data.base import build_reader
+from medseg.data.readers import build_reader
 from medseg.engine.evaluate import evaluate_split
 
 

@@ -72,7 +72,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.skipif(not fast.bf16_supported("cpu"), reason="this CPU has no native bf16")
 def test_bf16_masks_agree_with_fp32_on_a_trained_run(tiny_run):
     run, data = tiny_run
-    from medseg.data.base import build_reader
+    from medseg.data.readers import build_reader
 
     p32 = Predictor.from_run(run)
     p16 = Predictor.from_run(run, precision="bf16")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -109,3 +110,33 @@ def test_nifti_output_names_drop_the_channel_suffix(tmp_path):
     assert [_stem(p) for p in list_inputs(tmp_path)] == ["b", "case_00001", "im_0000", "la_003"]
     assert _stem(tmp_path / "case_00001_0001.nii.gz") == "case_00001_0001"
     assert list_inputs(tmp_path / "case_00001_0001.nii.gz") == [tmp_path / "case_00001_0001.nii.gz"]
+
+
+class _PixelLinear(nn.Module):
+    """logits = a * x + b per pixel (a, b per class): each slice's output depends only on that slice."""
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        a = torch.tensor([-1.0, 0.5, 2.0])[None, :, None, None]
+        return SegOutput(x[:, :1] * a + torch.tensor([0.0, 0.1, -0.3])[None, :, None, None])
+
+
+@pytest.mark.parametrize("sets", [["eval.resize_back=labels"], ["eval.resize_back=probabilities"],
+                                  ["eval.inferer=sliding_window", "eval.sw_overlap=0.5"]])
+def test_volume_in_batches_equals_the_slices_one_by_one(sets):
+    """D = 5 slices, 2 a forward pass (batches 2, 2, 1), 20 x 28 resized to 16 x 16 and
+    back: each slice of ``predict_volume`` equals ``predict_images`` on that slice alone; the middle slice's
+    probabilities by hand where no resizing is involved (sliding window at the slice's own size)."""
+    cfg = load_config("quickstart", ["data.num_classes=3", "data.size=[16,16]", "data.normalize={kind: unit}",
+                                     *sets])
+    p = Predictor(_PixelLinear(), cfg, batch_size=2)
+    vol = np.random.default_rng(0).uniform(0, 1, (1, 5, 20, 28)).astype(np.float32)
+    labels, probs = p.predict_volume(vol, kind="nifti")
+    assert labels.shape == (5, 20, 28) and probs.shape == (3, 5, 20, 28)
+    for z in range(5):
+        lab_z, prob_z = p.predict_images([vol[:, z]], kind="nifti")[0]
+        assert (labels[z] == lab_z).all()
+        np.testing.assert_allclose(probs[:, z], prob_z, atol=1e-6)
+    if "eval.inferer=sliding_window" in sets:
+        logits = vol[0, 2] * np.array([-1.0, 0.5, 2.0])[:, None, None] + np.array([0.0, 0.1, -0.3])[:, None, None]
+        expected = np.exp(logits) / np.exp(logits).sum(0)
+        np.testing.assert_allclose(probs[:, 2], expected, atol=1e-5)

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from medseg.config import Config, ConfigError, load_config
-from medseg.engine.decode import logits_to_labels, region_targets, to_labels, to_probabilities
+from medseg.engine.decode import logits_to_labels, to_labels, to_probabilities
 from medseg.engine.predict import Predictor
 from medseg.losses import Criterion
 from medseg.losses._registry import build_loss
+from medseg.losses.compound import region_targets
 from medseg.models import SegOutput
 
 # One row of 4 pixels: (organ logit, tumour logit) -> label by nnU-Net's region order (later region wins)

@@ -139,7 +139,7 @@ def test_fold_status(tmp_path):
 
 def test_acdc_folds_keep_patients_together(shared_data):
     from medseg.config import DataConfig
-    from medseg.data.base import build_reader
+    from medseg.data.readers import build_reader
     from medseg.data.splits import case_groups, make_folds
 
     reader = build_reader(DataConfig(format="transunet", root=str(shared_data / "acdc"), num_classes=4))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from medseg.catalog import build_catalog, match_names, read_catalog
+from medseg.catalog import match_names, read_catalog
 from medseg.models import build_model, count_parameters, list_models
+from medseg.models._catalog import build_catalog
 
 
 def test_catalog_matches_the_registry_and_real_parameter_counts():
-    """On failure: regenerate the table with ``python -m medseg.catalog`` and commit it."""
+    """On failure: regenerate the table with ``python -m medseg.models._catalog`` and commit it."""
     assert read_catalog() == build_catalog()
 
 

@@ -20,8 +20,9 @@ sample dicts of the data contract (``docs/dev/contracts.md``)::
 ``spacing`` is the *original case's* spacing (all axes; a volume slice keeps the volume's
 ``(z, y, x)``) and ``orig_size`` the slice's size before resizing: evaluation resizes predictions
 back to ``orig_size`` (:func:`medseg.data.transforms.resize_prediction`) and regroups slices by ``case``.
-Use :func:`collate_samples` (or :class:`medseg.data.transforms.MultiScaleCollate`) as the DataLoader's
-``collate_fn``: torch's default collate cannot batch ``None`` slices/spacings.
+Use :func:`~medseg.data.samples.collate_samples` (or :class:`medseg.data.transforms.MultiScaleCollate`) as the DataLoader's
+``collate_fn``: torch's default collate cannot batch ``None`` slices/spacings. The reader for a data
+config is :func:`medseg.data.readers.build_reader` (it imports the reader modules, which import this one).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medseg.data.samples import Sample, finalize_sample, plain_tensor
 from medseg.utils import DataError
 
 if TYPE_CHECKING:
@@ -45,7 +47,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Sample = dict[str, Any]
 
 
 @dataclass
@@ -307,34 +308,6 @@ class Reader(ABC):
         return cls(cfg.root, **cls.config_kwargs(cfg))  # type: ignore[arg-type]
 
 
-def _readers() -> dict[str, type[Reader]]:
-    from medseg.data.image_folder import ImageFolderReader, PraNetReader
-    from medseg.data.nnunet_raw import NnUNetRawReader
-    from medseg.data.transunet import TransUNetReader
-
-    return {
-        "image_folder": ImageFolderReader,
-        "pranet": PraNetReader,
-        "transunet": TransUNetReader,
-        "nnunet_raw": NnUNetRawReader,
-    }
-
-
-def build_reader(cfg: DataConfig) -> Reader:
-    """The reader for ``cfg.format`` on ``cfg.root`` (a built-in data set must be generated first)."""
-    if not cfg.root:
-        raise DataError("data.root is not set: give a data folder (--data DIR) or a built-in data set")
-    readers = _readers()
-    if cfg.format not in readers:
-        raise DataError(f"unknown data.format {cfg.format!r}; known: {', '.join(readers)}")
-    reader = readers[cfg.format].from_config(cfg)
-    if cfg.splits_file:  # a cross-validation fold: its train / val lists replace the data's own
-        from medseg.data.splits import fold_splits
-
-        reader.fold_splits = fold_splits(cfg.splits_file, cfg.fold, cfg.train_split, cfg.val_split)
-    return reader
-
-
 # ---------------------------------------------------------------------------------------------
 # Slice dataset
 # ---------------------------------------------------------------------------------------------
@@ -352,25 +325,6 @@ def _case_to_sample(case: Case) -> Sample:
     if case.label is not None:
         sample["label"] = np.ascontiguousarray(case.label[None], dtype=np.float32)
     return sample
-
-
-def _plain(x: Any) -> torch.Tensor:
-    """A plain, contiguous torch tensor (MONAI ``MetaTensor`` meta dropped)."""
-    if hasattr(x, "as_tensor"):
-        x = x.as_tensor()
-    return torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x).contiguous()
-
-
-def finalize_sample(sample: Sample) -> Sample:
-    """Image -> float32 tensor ``[C, H, W]``; label ``[1, H, W]`` -> int64 ``[H, W]``."""
-    out = dict(sample)
-    out["image"] = _plain(sample["image"]).to(torch.float32)
-    if sample.get("label") is not None:
-        lab = _plain(sample["label"])
-        if lab.ndim == 3:
-            lab = lab[0]
-        out["label"] = (lab.round() if lab.is_floating_point() else lab).to(torch.int64)
-    return out
 
 
 class SliceDataset(Dataset):
@@ -489,9 +443,9 @@ class SliceDataset(Dataset):
 
     def _store(self, sample: Sample) -> Sample:
         out = dict(sample)
-        out["image"] = _plain(out["image"])
+        out["image"] = plain_tensor(out["image"])
         if out.get("label") is not None:
-            out["label"] = _plain(out["label"])
+            out["label"] = plain_tensor(out["label"])
         return out
 
     def _load_pre(self, cid: str, k: int | None) -> Sample:
@@ -577,14 +531,3 @@ class SliceDataset(Dataset):
         if draw is not None:
             out["draw"] = draw  # seeds per-batch choices (multi-scale size) in the collate function
         return out
-
-
-def collate_samples(batch: Sequence[Sample]) -> Sample:
-    """Stack ``image`` (and ``label`` when every sample has one); other keys become lists."""
-    out: Sample = {"image": torch.stack([b["image"] for b in batch])}
-    if all(b.get("label") is not None for b in batch):
-        out["label"] = torch.stack([b["label"] for b in batch])
-    for key in batch[0]:
-        if key not in ("image", "label"):
-            out[key] = [b.get(key) for b in batch]
-    return out

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medseg.config import auto_keys
 from medseg.utils import DataError
 
 if TYPE_CHECKING:
@@ -43,13 +44,6 @@ MAX_SIDE = 256
 CHANNEL_SAMPLES = 16
 SIZE_SAMPLES = 2000
 _ROLES = {"train": ("train",), "val": ("val", "valid"), "test": ("test",)}
-
-
-def auto_keys(cfg: DataConfig) -> list[str]:
-    """The ``data.*`` keys of ``cfg`` still set to ``auto``."""
-    keys = [k for k in ("in_channels", "num_classes", "size", "train_split", "val_split", "test_split")
-            if getattr(cfg, k) == AUTO]
-    return keys + (["normalize.kind"] if cfg.normalize.kind == AUTO else [])
 
 
 def _evenly(items: list[Any], n: int) -> list[Any]:

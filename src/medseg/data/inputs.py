@@ -74,7 +74,7 @@ def percentiles(values: np.ndarray) -> tuple[float, float]:
 
 def training_range(cfg: DataConfig) -> tuple[float, float] | None:
     """Intensity range of up to :data:`RANGE_CASES` training cases after normalisation (None if not measurable)."""
-    from medseg.data.base import build_reader
+    from medseg.data.readers import build_reader
 
     reader = build_reader(cfg)
     ids = reader.ids(cfg.train_split)

@@ -56,7 +56,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from medseg.data.base import collate_samples, finalize_sample
+from medseg.data.samples import collate_samples, finalize_sample
 
 if TYPE_CHECKING:
     from medseg.config import DataConfig, NormalizeConfig
@@ -307,7 +307,7 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 class MultiScaleCollate:
     """``collate_fn`` for multi-scale training: one size per batch, drawn from ``sizes``.
 
-    Collates with :func:`medseg.data.base.collate_samples`, then resizes the whole batch: image
+    Collates with :func:`medseg.data.samples.collate_samples`, then resizes the whole batch: image
     bilinear (``align_corners=False``), label nearest. The chosen size is kept in ``last_size``. The
     draw is seeded by ``seed`` and, inside a DataLoader worker, by the worker's seed (so workers do not
     repeat each other and a seeded DataLoader generator makes the sequence reproducible).

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-import medseg
+from medseg._version import __version__
 from medseg.config import Config
 from medseg.utils import MedsegError, atomic_save_torch
 
@@ -25,7 +25,7 @@ def medseg_metadata(cfg: Config) -> dict[str, Any]:
         "out_channels": cfg.data.out_channels,
         "config": cfg.to_dict(),
         "versions": {
-            "medseg": medseg.__version__,
+            "medseg": __version__,
             "torch": str(torch.__version__),
             "lightning": lightning.__version__,
             "python": platform.python_version(),

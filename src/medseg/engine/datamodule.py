@@ -87,7 +87,8 @@ class SegDataModule(pl.LightningDataModule):
         self.cache_note = ""
 
     def _dataset(self, split: str, train: bool, limit: int | None):
-        from medseg.data.base import SliceDataset, build_reader
+        from medseg.data.base import SliceDataset
+        from medseg.data.readers import build_reader
 
         d = self.cfg.data
         reader = build_reader(d)
@@ -119,7 +120,7 @@ class SegDataModule(pl.LightningDataModule):
         from medseg.data.transforms import MultiScaleCollate
 
         d = self.cfg.data
-        from medseg.data.base import collate_samples
+        from medseg.data.samples import collate_samples
 
         collate = MultiScaleCollate(d.multiscale, seed=self.cfg.seed) if d.multiscale else collate_samples
         return DataLoader(
@@ -150,7 +151,7 @@ class SegDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_ds is None:
             return []
-        from medseg.data.base import collate_samples
+        from medseg.data.samples import collate_samples
 
         d = self.cfg.data
         return DataLoader(self.val_ds, batch_size=self.cfg.eval.batch_size, shuffle=False, num_workers=d.num_workers,

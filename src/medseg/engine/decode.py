@@ -42,9 +42,3 @@ def logits_to_labels(logits: Tensor, targets: str = "classes") -> Tensor:
         levels = torch.arange(1, logits.shape[1] + 1, device=logits.device).view(1, -1, 1, 1)
         return ((logits > 0).long() * levels).amax(dim=1)
     return logits.argmax(1)
-
-
-def region_targets(target: Tensor, channels: int) -> Tensor:
-    """int64 label map ``[B, H, W]`` -> float ``[B, channels, H, W]`` with channel k = (label >= k + 1)."""
-    levels = torch.arange(1, channels + 1, device=target.device).view(1, -1, 1, 1)
-    return (target.unsqueeze(1) >= levels).float()

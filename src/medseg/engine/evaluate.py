@@ -121,7 +121,7 @@ def evaluate_run(
     ``overrides``: ``key=value`` items applied to the run's ``data.*`` / ``eval.*`` config;
     ``fail_fast`` / ``allow_nonfinite`` as in :func:`evaluate_split` (failed cases: ``summary["failed"]``).
     """
-    from medseg.data.base import build_reader
+    from medseg.data.readers import build_reader
     from medseg.engine.ensemble import EnsemblePredictor, open_predictor
 
     runs = [Path(p) for p in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]

@@ -11,6 +11,14 @@ every registered model against the plain path):
   directly follow a conv module (e.g. :class:`~medseg.layers.fusion.FixedFilter`'s, applied after a
   functional convolution and shared by several units) and modules used at more than one place are
   left alone.
+  Kept instead of ``torch.fx.experimental.optimization.fuse`` (measured, ``benchmarks/results/fold_bn.md``):
+  fx cannot trace MSNet or M2SNet (timm's feature extractor iterates a Proxy), nor U-Net / UNet++ / any model
+  with the input-size check (shape-dependent control flow); without that check U-Net and UNet++ do trace,
+  but into a wrong graph (MONAI's ``UpCat`` tests ``torch.jit.isinstance(x_e, Tensor)``, False for a Proxy,
+  so the skip connections vanish and the traced model fails to run). No fx graph, so no speed to compare.
+  Inductor's ``freezing`` folds the same pairs only inside ``torch.compile`` (opt-in here): on U-Net 224 it
+  matched the outputs (2.5e-7) and ran 0.94x our latency, after a 35 s compile per process and input shape
+  (``benchmarks/results/fold_bn_inductor.md``), so eager inference keeps this pass.
 - **channels_last.** Parameters and buffers go to ``torch.channels_last``; a forward pre-hook converts a
   4D input too, so callers need not.
 - **torch.compile** (opt-in). Compiles ``forward`` in place (state_dict and attributes unchanged); if

@@ -13,7 +13,7 @@ from torch import Tensor
 from medseg.config import Config, resolve_mode
 from medseg.engine.optim import build_optimizer
 from medseg.engine.safety import check_finite_grads, check_finite_loss
-from medseg.engine.schedules import lr_multiplier
+from medseg.engine.schedules import build_scheduler, drop_horizon
 from medseg.engine.strategies import build_strategy
 from medseg.losses import Criterion
 from medseg.models import build_model
@@ -178,16 +178,16 @@ class SegTask(pl.LightningModule):
         opt = build_optimizer(self.model, self.cfg.optim)
         per_epoch, total = self.schedule_horizon()
         s = self.cfg.schedule
-        fn = lr_multiplier(
+        sched = build_scheduler(
             s.name,
+            opt,
             steps_per_epoch=per_epoch,
-            max_epochs=math.ceil(total / per_epoch),
             total_steps=total,
             power=s.power,
             warmup_epochs=s.warmup_epochs,
             min_lr_ratio=s.min_lr_ratio,
+            base_lr=self.cfg.optim.lr,
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -195,3 +195,9 @@ class SegTask(pl.LightningModule):
         from medseg.engine.checkpoint import medseg_metadata
 
         checkpoint["medseg"] = medseg_metadata(self.cfg)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before Lightning restores the schedulers: keep the horizon this (possibly longer) run was
+        # configured with and restore only the progress (step count, current lr).
+        if "lr_schedulers" in checkpoint:
+            checkpoint["lr_schedulers"] = [drop_horizon(s) for s in checkpoint["lr_schedulers"]]

@@ -73,7 +73,7 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
 
 def prepare_cv(cfg: Config, cv_dir: Path, k: int, splits: Path | None = None, groups: Path | None = None) -> Folds:
     """Check or write ``cv.json`` and ``splits_final.json`` in ``cv_dir``; returns the folds (see the module docstring)."""
-    from medseg.data.base import build_reader
+    from medseg.data.readers import build_reader
     from medseg.engine.datamodule import prepare_data_root
 
     plan_path, splits_path = cv_dir / CV_FILE, cv_dir / SPLITS_FILE
@@ -265,7 +265,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 def write_cv_summary(cv_dir: Path, device: str = "cpu") -> dict[str, Any]:
     """Evaluate each fold on its val cases and all out-of-fold predictions together; write ``cv_summary.{json,md}``."""
     from medseg.config import resolve_mode, resolve_protocol
-    from medseg.data.base import build_reader
+    from medseg.data.readers import build_reader
     from medseg.engine.evaluate import _holds_volumes, eval_tag, evaluate_split, prepare_eval_dir
     from medseg.engine.predict import Predictor
 

@@ -3,6 +3,9 @@
 A loss is an ``nn.Module`` called as ``loss(logits, target)`` with ``logits`` [B, C, h, w] (C = 1 means
 binary/sigmoid) and ``target`` int64 [B, h, w] already resized to the logits. A loss with the class
 attribute ``multi_output = True`` is called as ``loss([logits_1, ..., logits_n], target)``.
+
+This module imports none of the losses: the package (:mod:`medseg.losses`) hands it a loader
+(:func:`add_member_loader`) that imports the loss modules on the first lookup, as :mod:`medseg.models` does.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from torch import nn
 from medseg.config import ConfigError
 
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
+_MEMBER_LOADERS: list[Callable[[], None]] = []
 
 
 def register_loss(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -27,9 +31,15 @@ def register_loss(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..
     return wrap
 
 
+def add_member_loader(loader: Callable[[], None]) -> None:
+    """Run ``loader`` (which imports loss modules) before the next lookup of the registry."""
+    _MEMBER_LOADERS.append(loader)
+
+
 def _ensure_loaded() -> None:
-    # Importing the loss modules runs their @register_loss decorators.
-    from medseg.losses import aggregated, compound, perceptual, structure  # noqa: F401
+    while _MEMBER_LOADERS:
+        _MEMBER_LOADERS[0]()
+        _MEMBER_LOADERS.pop(0)
 
 
 def loss_names() -> list[str]:

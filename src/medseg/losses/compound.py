@@ -88,6 +88,12 @@ class DiceCELoss(nn.Module):
         return self.ce_weight * self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
 
 
+def region_targets(target: Tensor, channels: int) -> Tensor:
+    """int64 label map ``[B, H, W]`` -> float ``[B, channels, H, W]`` with channel k = (label >= k + 1)."""
+    levels = torch.arange(1, channels + 1, device=target.device).view(1, -1, 1, 1)
+    return (target.unsqueeze(1) >= levels).float()
+
+
 @register_loss("region_bce")
 class RegionBCELoss(nn.Module):
     """BCE with logits on nested region targets (``data.targets: regions``): channel k of the C logits is
@@ -97,7 +103,5 @@ class RegionBCELoss(nn.Module):
     targets = "regions"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        from medseg.engine.decode import region_targets
-
         logits = logits.float()
         return F.binary_cross_entropy_with_logits(logits, region_targets(target, logits.shape[1]))

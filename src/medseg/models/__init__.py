@@ -2,6 +2,7 @@
 
 from medseg.models._output import SegOutput
 from medseg.models._registry import (
+    add_member_loader,
     build_model,
     count_parameters,
     get_entry,
@@ -11,3 +12,22 @@ from medseg.models._registry import (
 )
 
 __all__ = ["SegOutput", "build_model", "count_parameters", "get_entry", "list_models", "model_names", "register_model"]
+
+
+def _import_architectures() -> None:
+    """Import every architecture module (on the registry's first lookup: ``import medseg.models`` stays cheap);
+    their ``@register_model`` decorators fill the registry."""
+    from medseg.models import (  # noqa: F401
+        attention_unet,
+        fcn,
+        flexible_unet,
+        mda_unet,
+        mgrad_unet,
+        msnet,
+        snet,
+        unet,
+        unetpp,
+    )
+
+
+add_member_loader(_import_architectures)

@@ -1,4 +1,10 @@
-"""Model registry: every architecture is built by name through :func:`build_model`."""
+"""Model registry: every architecture is built by name through :func:`build_model`.
+
+This module imports none of the architectures (as timm's ``_registry``): the package
+(:mod:`medseg.models`) hands it a loader with :func:`add_member_loader`, run on the first lookup, that
+imports the architecture modules, whose ``@register_model`` decorators fill the table. Python imports
+the package before this module, so the loader is always there.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_MEMBER_LOADERS: list[Callable[[], None]] = []
 
 
 def register_model(
@@ -45,9 +52,15 @@ def register_model(
     return wrap
 
 
+def add_member_loader(loader: Callable[[], None]) -> None:
+    """Run ``loader`` (which imports model modules) before the next lookup of the registry."""
+    _MEMBER_LOADERS.append(loader)
+
+
 def _ensure_loaded() -> None:
-    # Importing the architecture modules runs their @register_model decorators.
-    from medseg.models import _all  # noqa: F401
+    while _MEMBER_LOADERS:
+        _MEMBER_LOADERS[0]()  # removed only once it succeeded: a failed import fails every lookup alike
+        _MEMBER_LOADERS.pop(0)
 
 
 def model_names() -> list[str]:
