@@ -18,9 +18,11 @@ def medseg_metadata(cfg: Config) -> dict[str, Any]:
     """Everything :class:`~medseg.engine.predict.Predictor` needs: model name, kwargs, config, versions."""
     import lightning
 
+    from medseg.models import resolved_kwargs
+
     return {
         "model": cfg.model.name,
-        "model_kwargs": dict(cfg.model.kwargs),
+        "model_kwargs": resolved_kwargs(cfg.model.name, dict(cfg.model.kwargs)),  # every keyword: see its doc
         "in_channels": cfg.data.in_channels,
         "out_channels": cfg.data.out_channels,
         "config": cfg.to_dict(),

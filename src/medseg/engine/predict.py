@@ -62,12 +62,33 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> tuple[nn.Module, 
                             **without_pretrained(meta["model_kwargs"]))
     except (KeyError, TypeError, ValueError) as err:
         raise MedsegError(f"{path}: bad checkpoint metadata ({type(err).__name__}: {_first_line(err)})") from None
+    state = model_state_dict(ckpt)
     try:
-        model.load_state_dict(model_state_dict(ckpt))
+        model.load_state_dict(state)
     except RuntimeError as err:  # missing / unexpected keys, size mismatches
-        raise MedsegError(f"{path}: the weights do not fit the stored model {meta['model']!r} and its kwargs "
-                          f"({_first_line(err)})") from None
+        model = _legacy_model(meta, state)  # written before a default changed (and kwargs were stored in full)?
+        if model is None:
+            raise MedsegError(f"{path}: the weights do not fit the stored model {meta['model']!r} and its kwargs "
+                              f"({_first_line(err)})") from None
+        _log.info("%s: written by an earlier medseg: built with that version's defaults %s", path,
+                  model.medseg_legacy_kwargs)
     return model, cfg
+
+
+def _legacy_model(meta: dict[str, Any], state: dict[str, Tensor]) -> nn.Module | None:
+    """The model with the first set of earlier defaults its weights fit (see ``register_model``), or None."""
+    from medseg.models import legacy_kwargs
+
+    for kwargs in legacy_kwargs(meta["model"], without_pretrained(meta["model_kwargs"])):
+        model = build_model(meta["model"], in_channels=meta["in_channels"], out_channels=meta["out_channels"],
+                            **kwargs)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            continue
+        model.medseg_legacy_kwargs = kwargs  # type: ignore[attr-defined]
+        return model
+    return None
 
 
 def _first_line(err: BaseException) -> str:

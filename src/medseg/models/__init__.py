@@ -6,12 +6,15 @@ from medseg.models._registry import (
     build_model,
     count_parameters,
     get_entry,
+    legacy_kwargs,
     list_models,
     model_names,
     register_model,
+    resolved_kwargs,
 )
 
-__all__ = ["SegOutput", "build_model", "count_parameters", "get_entry", "list_models", "model_names", "register_model"]
+__all__ = ["SegOutput", "build_model", "count_parameters", "get_entry", "legacy_kwargs", "list_models", "model_names",
+           "register_model", "resolved_kwargs"]
 
 
 def _import_architectures() -> None:

@@ -26,6 +26,7 @@ class ModelEntry:
     default_size: tuple[int, int]
     stride: int
     description: str
+    legacy_defaults: tuple[dict[str, Any], ...] = ()
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -39,14 +40,22 @@ def register_model(
     default_size: tuple[int, int] = (224, 224),
     stride: int = 32,
     description: str = "",
+    legacy_defaults: Sequence[dict[str, Any]] = (),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``fn(in_channels, out_channels, **kwargs) -> nn.Module`` under ``name``."""
+    """Register ``fn(in_channels, out_channels, **kwargs) -> nn.Module`` under ``name``.
+
+    ``legacy_defaults``: keyword defaults of earlier medseg versions, newest first (e.g. ``{"vit_strides":
+    (4, 8, 16, 32)}``), so a checkpoint written before a default changed, which stored only the kwargs the
+    user gave, still loads (:func:`legacy_kwargs`). Checkpoints now store every keyword
+    (:func:`resolved_kwargs`), so later changes of a default cannot alter them.
+    """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         doc = description or (fn.__doc__ or "").strip().splitlines()[0] if (description or fn.__doc__) else ""
-        _REGISTRY[name] = ModelEntry(name, fn, paper, tuple(default_size), stride, doc)
+        _REGISTRY[name] = ModelEntry(name, fn, paper, tuple(default_size), stride, doc,
+                                     tuple(dict(d) for d in legacy_defaults))
         return fn
 
     return wrap
@@ -91,6 +100,41 @@ def build_model(name: str, in_channels: int = 3, out_channels: int = 1, **kwargs
     model.medseg_name = name  # type: ignore[attr-defined]
     model.stride = getattr(model, "stride", entry.stride)  # type: ignore[attr-defined]
     return model
+
+
+def resolved_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with every other keyword at its default (tuples as lists): what a checkpoint stores, so
+    that the model it describes does not change when a default changes. A builder taking ``**kwargs``
+    passes them to the class it returns (its annotation): that class's keyword defaults count too."""
+    import inspect
+    import typing
+
+    builder = get_entry(name).builder
+    sources = []
+    params = inspect.signature(builder).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        cls = typing.get_type_hints(builder).get("return")
+        if isinstance(cls, type):
+            sources.append(inspect.signature(cls.__init__).parameters)
+    sources.append(params)  # the builder's own defaults win (msnet's unit="su" over MSNet's)
+    out: dict[str, Any] = {}
+    for source in sources:
+        for key, p in source.items():
+            if key in ("self", "in_channels", "out_channels") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.default is not inspect.Parameter.empty:
+                out[key] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return out | dict(kwargs)
+
+
+def legacy_kwargs(name: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's earlier defaults applied to ``kwargs`` (keys the caller gave win), newest first; for
+    loading a checkpoint whose weights do not fit today's defaults."""
+    out = []
+    for old in get_entry(name).legacy_defaults:
+        if any(k not in kwargs for k in old):
+            out.append({**old, **kwargs})
+    return out
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

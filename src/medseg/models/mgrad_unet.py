@@ -282,6 +282,6 @@ class MGRADUNet(nn.Module):
 
 # ------------------------------------------------------------------------------------------- variants
 @register_model("mgrad_unet", paper="MGRAD-UNet", default_size=(224, 224), stride=STRIDE)
-def mgrad_unet(in_channels: int = 3, out_channels: int = 9, **kwargs: object) -> nn.Module:
+def mgrad_unet(in_channels: int = 3, out_channels: int = 9, **kwargs: object) -> MGRADUNet:
     """MGRAD-UNet (Yan et al., Sci. Rep. 2024): dual differential decoders with gated reverse attention and feedback."""
     return MGRADUNet(in_channels, out_channels, **kwargs)  # type: ignore[arg-type]

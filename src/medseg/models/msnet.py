@@ -286,14 +286,12 @@ def load_official_checkpoint(
 
 
 @register_model("msnet", paper=PAPER_MSNET, default_size=(352, 352), stride=32)
-def msnet(in_channels: int = 3, out_channels: int = 1, **kwargs: object) -> MSNet:
+def msnet(in_channels: int = 3, out_channels: int = 1, unit: str = "su", **kwargs: object) -> MSNet:
     """MSNet: Res2Net-50 + pyramid of single-scale subtraction units (Eq. 1)."""
-    kwargs.setdefault("unit", "su")
-    return MSNet(in_channels, out_channels, **kwargs)  # type: ignore[arg-type]
+    return MSNet(in_channels, out_channels, unit=unit, **kwargs)  # type: ignore[arg-type]
 
 
 @register_model("m2snet", paper=PAPER_M2SNET, default_size=(352, 352), stride=32)
-def m2snet(in_channels: int = 3, out_channels: int = 1, **kwargs: object) -> MSNet:
+def m2snet(in_channels: int = 3, out_channels: int = 1, unit: str = "msu", **kwargs: object) -> MSNet:
     """M2SNet: MSNet with multi-scale subtraction units (Eq. 2, fixed all-ones 1/3/5 filters)."""
-    kwargs.setdefault("unit", "msu")
-    return MSNet(in_channels, out_channels, **kwargs)  # type: ignore[arg-type]
+    return MSNet(in_channels, out_channels, unit=unit, **kwargs)  # type: ignore[arg-type]

@@ -542,6 +542,7 @@ class SNet(nn.Module):
     paper="SNet (Stagger Network), Neural Networks 2025, arXiv 2403.19177",
     default_size=(224, 224),
     stride=16,
+    legacy_defaults=[{"vit_strides": (4, 8, 16, 32)}],  # the default until the paper's strides (issue 14)
 )
 def snet(in_channels: int = 1, out_channels: int = 9, **kwargs: object) -> SNet:
     """SNet: parallel CNN + ViT with stagger fusion (FEB, FFB, GAB); ~38.7M parameters."""

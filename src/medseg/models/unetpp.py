@@ -20,7 +20,8 @@ from medseg.models._registry import register_model
 from medseg.models._wrappers import TensorToSegOutput
 
 
-@register_model("unetpp", paper="UNet++ (Zhou et al., DLMIA 2018), MONAI BasicUNetPlusPlus", default_size=(224, 224), stride=16)
+@register_model("unetpp", paper="UNet++ (Zhou et al., DLMIA 2018), MONAI BasicUNetPlusPlus", default_size=(224, 224),
+                stride=16, legacy_defaults=[{"features": (32, 32, 64, 128, 256, 32)}])  # MONAI's, until U-Net's widths
 def unetpp(
     in_channels: int = 1,
     out_channels: int = 1,
