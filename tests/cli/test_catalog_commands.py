@@ -36,7 +36,7 @@ def test_models_answers_in_under_2_s_and_filters():
     assert res.returncode == 0, res.stderr
     assert seconds < 2.0, f"medseg models took {seconds:.1f} s"
     listed = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("│ ") and line.split()[1] != "│"]
-    assert listed == ["attention_unet", "flexible_unet", "mda_unet", "mgrad_unet", "unet", "unetpp"]
+    assert listed == ["attention_unet", "mda_unet", "mgrad_unet", "timm_unet", "unet", "unetpp"]
     assert "31,113,217" in res.stdout  # unet's parameters, from the table
     out = runner.invoke(app, ["models", "--no-params"]).output
     assert "msnet" in out and "31,113,217" not in out

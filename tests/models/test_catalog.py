@@ -25,7 +25,7 @@ def test_meta_device_counts_equal_real_counts():
 
 def test_list_models_filters_names_like_timm():
     names = [r["name"] for r in list_models("*unet*")]
-    assert names == ["attention_unet", "flexible_unet", "mda_unet", "mgrad_unet", "unet", "unetpp"]
+    assert names == ["attention_unet", "mda_unet", "mgrad_unet", "timm_unet", "unet", "unetpp"]
     assert [r["name"] for r in list_models("unet")] == ["unet"]  # no wildcard: the exact name
     assert [r["name"] for r in list_models(["m*snet", "SNET"])] == ["m2snet", "msnet", "snet"]
     assert list_models("nope*") == []

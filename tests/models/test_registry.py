@@ -19,7 +19,7 @@ EXPECTED_PARAMS = {
     "mgrad_unet": 24_094_023,
     "snet": 38_885_315,
     "mda_unet": 60_120_302,
-    "flexible_unet": 23_653_745,  # torchvision ResNet-34 without fc (21.28 M) + the 256-128-64-32-16 decoder
+    "timm_unet": 23_827_569,  # timm ResNet-34 without fc (21.28 M) + MONAI's 256-128-64-32-16 decoder and head
 }
 
 

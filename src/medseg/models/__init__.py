@@ -23,11 +23,11 @@ def _import_architectures() -> None:
     from medseg.models import (  # noqa: F401
         attention_unet,
         fcn,
-        flexible_unet,
         mda_unet,
         mgrad_unet,
         msnet,
         snet,
+        timm_unet,
         unet,
         unetpp,
     )
