@@ -51,9 +51,13 @@ def test_registry_entry_and_param_count(paper_model: nn.Module) -> None:
     assert count_parameters(paper_model) == RECORDED_PARAMS
 
 
-def test_forward_backward_512(paper_model: nn.Module) -> None:
-    """The paper's 512 x 512 CT slice, batch 1 (bottleneck 1024 x 32 x 32)."""
-    _fwd_bwd(paper_model, torch.randn(1, 1, 512, 512))
+def test_forward_512(paper_model: nn.Module) -> None:
+    """The paper's 512 x 512 CT slice, batch 1 (bottleneck 1024 x 32 x 32): shapes at the paper's size (the
+    backward pass is checked at a narrow width below; at full width it took 25 s of the suite)."""
+    with torch.no_grad():
+        out = paper_model.eval()(torch.randn(1, 1, 512, 512))
+    assert out.logits.shape == out.aux["additional"].shape == (1, 3, 512, 512)
+    assert torch.isfinite(out.logits).all()
 
 
 def test_forward_backward_odd_size() -> None:
