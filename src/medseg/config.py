@@ -131,9 +131,12 @@ class DataConfig(_Strict):
     batch_size: PositiveInt = 8
     num_workers: NonNegativeInt = 0
     # keep decoded, normalised, resized samples in memory: "auto" = when the estimate fits in
-    # cache_memory_fraction of the available memory (the estimate is logged at start)
-    cache: bool | Literal["auto"] = "auto"
+    # cache_memory_fraction of the available memory (the estimate is logged at start), else on disk;
+    # "disk" = on disk (MONAI PersistentDataset: one file per sample in cache_dir, reused by later runs with
+    # the same preprocessing); false = decode at every step
+    cache: bool | Literal["auto", "disk"] = "auto"
     cache_memory_fraction: float = Field(0.5, gt=0, le=1)
+    cache_dir: str | None = None  # the disk cache's folder; null = <run folder>/cache
 
     @field_validator("num_classes")
     @classmethod

@@ -368,6 +368,9 @@ class SliceDataset(Dataset):
         self.seed = seed
         self._rands: list[Any] | None = None
         self._cache: dict[tuple[str, int | None], Sample] = {}
+        self.disk_dir: Path | None = None  # set (with disk_key) to cache pre-transformed samples on disk
+        self.disk_key = ""
+        self._disk: Any = None
         self._last: tuple[str, Case] | None = None
         self._seeded_for: int | None = None
         self.index: list[tuple[str, int | None]] = []
@@ -448,10 +451,30 @@ class SliceDataset(Dataset):
             out["label"] = plain_tensor(out["label"])
         return out
 
-    def _load_pre(self, cid: str, k: int | None) -> Sample:
+    def use_disk_cache(self, folder: Path, key: str) -> None:
+        """Keep pre-transformed samples on disk in ``folder`` (MONAI ``PersistentDataset``, created on the
+        first sample read in training): one file per sample, named by a hash of (case, slice, ``key``), where
+        ``key`` names the preprocessing, so other settings never read these files."""
+        self.disk_dir, self.disk_key, self._disk, self.cache = Path(folder), key, None, False
+
+    def _disk_dataset(self) -> Any:
+        if self._disk is None:
+            from monai.data import PersistentDataset
+
+            from medseg.data.disk_cache import PreparedSample
+
+            items = [{"case": cid, "slice": k, "preprocessing": self.disk_key} for cid, k in self.index]
+            self._disk_pos = {(cid, k): i for i, (cid, k) in enumerate(self.index)}
+            self._disk = PersistentDataset(items, transform=PreparedSample(self), cache_dir=self.disk_dir)
+        return self._disk
+
+    def _load_pre(self, cid: str, k: int | None, *, disk: bool = True) -> Sample:
         key = (cid, k)
         if key in self._cache:
             return self._cache[key]
+        if disk and self.disk_dir is not None:
+            ds = self._disk_dataset()
+            return ds[self._disk_pos[key]]
         if k is None:
             sample = self._store(self._prepare(self.reader.load(cid)))
             if self.cache:

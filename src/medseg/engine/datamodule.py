@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from medseg.config import Config, DataConfig, ModelConfig
+from medseg.config import Config, ConfigError, DataConfig, ModelConfig
 from medseg.data.sampling import EpochSampler
 from medseg.utils import DataError
 
@@ -51,37 +51,66 @@ def available_memory() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def decide_cache(datasets: list, cfg: DataConfig) -> str:
-    """Turn each dataset's in-memory cache on or off (``data.cache``: true, false or auto) and say why.
+def preprocessing_key(cfg: DataConfig) -> str:
+    """A hash of everything that shapes a pre-transformed sample (data folder, reader, channels, classes, size,
+    normalisation, input handling): the disk cache's files of one setting are never read by another."""
+    import hashlib
+    import json
+
+    from medseg._version import __version__
+
+    d = cfg.model_dump(mode="json")
+    keep = {k: d[k] for k in ("format", "image_dir", "mask_dir", "in_channels", "num_classes", "size", "normalize",
+                              "inputs", "targets", "class_names") if k in d}
+    keep["root"] = str(Path(str(cfg.root)).resolve())
+    keep["medseg"] = __version__
+    return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def decide_cache(datasets: list, cfg: DataConfig, run_dir: Path | None = None) -> str:
+    """Cache each dataset's pre-transformed samples in memory, on disk or not at all (``data.cache``: true,
+    "disk", false or auto) and say why.
 
     The estimate is one pre-transformed sample's bytes times the samples, times the processes that each
-    hold a copy (the main one and every DataLoader worker); ``auto`` caches when that fits in
-    ``cache_memory_fraction`` of the available memory.
+    hold a copy (the main one and every DataLoader worker); ``auto`` caches in memory when that fits in
+    ``cache_memory_fraction`` of the available memory, else on disk (``data.cache_dir``, default
+    ``<run folder>/cache``; MONAI ``PersistentDataset``), else not at all.
     """
     n = sum(len(ds) for ds in datasets)
     if not n or cfg.cache is False:
         for ds in datasets:
             ds.cache = False
         return "cache: off (data.cache=false): samples are decoded at every step"
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else (Path(run_dir) / "cache" if run_dir is not None else None)
+    if cfg.cache == "disk" and folder is None:
+        raise ConfigError("data.cache=disk needs data.cache_dir (or a run folder)")
     probe = datasets[0]
     cid, k = probe.index[0]
     sample = probe._prepare(probe.reader.load_slice(cid, k) if k is not None else probe.reader.load(cid))
     per = sum(int(np.asarray(sample[key]).nbytes) for key in ("image", "label") if sample.get(key) is not None)
     copies = 1 + cfg.num_workers
     need, avail = per * n * copies, available_memory()
-    on = cfg.cache is True or need <= cfg.cache_memory_fraction * avail
+    fits = need <= cfg.cache_memory_fraction * avail
+    what = f"cache: {n:,} samples x {per / 2**20:.2f} MB x {copies} process(es) = {need / 2**30:.2f} GB of {avail / 2**30:.1f} GB available"
+    if cfg.cache == "disk" or (cfg.cache == "auto" and not fits and folder is not None):
+        key = preprocessing_key(cfg)
+        for ds in datasets:
+            ds.use_disk_cache(folder / key, key)
+        why = "data.cache=disk" if cfg.cache == "disk" else f"too large for {cfg.cache_memory_fraction:.0%} of it"
+        return what + f": {why}, on disk in {folder / key} ({per * n / 2**30:.2f} GB, written during the first epoch)"
+    on = cfg.cache is True or fits
     for ds in datasets:
         ds.cache = on
-    what = f"cache: {n:,} samples x {per / 2**20:.2f} MB x {copies} process(es) = {need / 2**30:.2f} GB of {avail / 2**30:.1f} GB available"
     if on:
-        return what + (": in memory (forced)" if cfg.cache is True and need > cfg.cache_memory_fraction * avail else ": in memory")
+        return what + (": in memory (forced)" if cfg.cache is True and not fits else ": in memory")
     return what + f": too large for {cfg.cache_memory_fraction:.0%} of it, decoded at every step (data.cache=true forces it)"
 
 
 class SegDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, run_dir: Path | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.run_dir = run_dir  # the disk cache's default home (<run folder>/cache)
         self.train_ds = None
         self.val_ds = None
         self.cache_note = ""
@@ -105,7 +134,8 @@ class SegDataModule(pl.LightningDataModule):
             self.train_ds = self._dataset(d.train_split, True, d.max_train_cases)
             if self.val_ds is None and d.val_split:
                 self.val_ds = self._dataset(d.val_split, False, d.max_val_cases)
-            self.cache_note = decide_cache([ds for ds in (self.train_ds, self.val_ds) if ds is not None], d)
+            self.cache_note = decide_cache([ds for ds in (self.train_ds, self.val_ds) if ds is not None], d,
+                                           self.run_dir)
             _log.info("%s", self.cache_note)
 
     def preflight(self) -> list[str]:

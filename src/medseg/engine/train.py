@@ -456,7 +456,7 @@ def _fit(cfg: Config, run_dir: Path, point: ResumePoint | None,
     check_model_fits_config(cfg, task.model)
     if point is not None:
         check_checkpoint_fits(point, task)
-    dm = SegDataModule(cfg)
+    dm = SegDataModule(cfg, run_dir)
     dm.setup("fit")
     worker = is_ddp_worker()
     if not worker:
