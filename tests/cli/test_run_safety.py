@@ -258,8 +258,13 @@ def test_resume_is_bit_identical(crash, reference, data, tmp_path):
     with pytest.raises(SystemError):
         fit(load_config("quickstart", EXACT + [f"data.root={data}", "data.builtin=null"]), out=run,
             callbacks=[_Crash(**crash)])
+    # writes a kill -9 cut off (atomic_write's temp files) in the run folder, checkpoints/ and overlays/
+    cut = [run / ".curves.png.x1.tmp", run / "checkpoints" / ".last.ckpt.x2.tmp"]
+    for f in cut:
+        f.write_bytes(b"partial")
     fit(None, resume=run)
     assert _max_dw(reference, _weights(run)) == 0.0
+    assert not any(f.exists() for f in cut)
 
 
 def test_kill_at_ten_random_moments_then_resume_is_bit_identical(data, tmp_path):

@@ -415,8 +415,9 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, ResumeP
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kwargs": without_pretrained(cfg.model.kwargs)})})
     if is_ddp_worker():
         return cfg, ResumePoint(str(ckpt))
-    for tmp in remove_stale_temp_files(run_dir / "checkpoints"):  # a write the interruption cut off
-        _log.info("removed the interrupted write %s", tmp)
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "overlays"):  # curves.png, metrics, checkpoints...
+        for tmp in remove_stale_temp_files(folder):  # a write the interruption cut off
+            _log.info("removed the interrupted write %s", tmp)
     meta = load_checkpoint(ckpt)  # truncated, foreign or diverged: one line, nothing changed
     stored = meta["medseg"].get("model")
     if stored != cfg.model.name:
