@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -49,3 +51,18 @@ def test_remove_stale_temp_files_keeps_the_checkpoints(tmp_path):
     assert remove_stale_temp_files(tmp_path) == [tmp_path / ".last.ckpt.k3j2h1.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "notes.tmp"]
     assert (tmp_path / "last.ckpt").read_text() == "complete"
+
+
+def test_epochs_done_counts_an_epoch_whose_end_was_recorded():
+    """A SIGINT after History recorded epoch 50 but before Lightning advanced its counter (49) says 50."""
+    from types import SimpleNamespace
+
+    from medseg.engine.train import History, _epochs_done
+
+    history = History(Path("unused"))
+    history.rows = [{"epoch": float(i + 1), "step": float(7 * (i + 1))} for i in range(50)]
+    assert _epochs_done(SimpleNamespace(current_epoch=49), history) == 50
+    assert _epochs_done(SimpleNamespace(current_epoch=50), history) == 50
+    assert _epochs_done(SimpleNamespace(current_epoch=3), None) == 3
+    history.rows = []
+    assert _epochs_done(SimpleNamespace(current_epoch=0), history) == 0
