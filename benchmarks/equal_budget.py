@@ -10,7 +10,7 @@ its family by ``medseg compare`` (per-case paired differences over the seeds: bo
     python benchmarks/equal_budget.py polyp cardiac lesion --budget 600 --seeds 2
     python benchmarks/equal_budget.py polyp --only m2snet --seeds 1
 
-Finished runs (a ``summary.json`` with status ``finished`` and an evaluation) are skipped, so an
+Finished runs (a ``summary.json`` with status ``completed`` or ``stopped_early`` and an evaluation) are skipped, so an
 interrupted benchmark continues where it stopped. Results: ``benchmarks/results/equal_budget.md`` and
 ``.json`` (rows of runs not re-run are kept).
 """
@@ -46,7 +46,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "columns": [("polyp.dice", "mDice@0.5"), ("polyp.iou", "mIoU@0.5"), ("polyp.Sm", "Sα"), ("polyp.MAE", "MAE"),
                     ("average.recall", "recall"), ("average.specificity", "specificity")],
         "runs": {
-            "unet": {"recipe": "unet_kvasir", "set": ["preset=cpu"]},
+            # all 900 training images and the last epoch, as the paper models' Kvasir presets (no 10 % carve-out)
+            "unet": {"recipe": "unet_kvasir", "set": ["preset=cpu", "data.val_split=null"]},
             "msnet": {"recipe": "msnet_polyp", "set": ["preset=[kvasir, cpu]"]},
             "m2snet": {"recipe": "m2snet_polyp", "set": ["preset=[kvasir, cpu]"]},
         },
@@ -77,6 +78,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
     },
 }
 BASELINE = "unet"
+#: summary.json statuses of a run that needs no more training (``stopped_early``: the time budget ended it)
+FINISHED = ("completed", "stopped_early")
 
 
 def _get(d: dict[str, Any], dotted: str) -> float | None:
@@ -102,7 +105,7 @@ def run_one(family: str, name: str, seed: int, budget: float, workdir: Path) -> 
     spec = fam["runs"][name]
     out = workdir / family / f"{name}-s{seed}"
     summary_path = out / "summary.json"
-    done = summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished"
+    done = summary_path.is_file() and json.loads(summary_path.read_text()).get("status") in FINISHED
     wall = None
     if not done:
         cmd = ["train", "--recipe", spec["recipe"], "--data", str(fam["data"])]
@@ -156,6 +159,46 @@ def _fmt(v: Any, pct: bool) -> str:
     return f"{100 * v:.1f}" if pct else f"{v:.3f}"
 
 
+def _loss_curve(run: Path) -> tuple[list[float], list[float]]:
+    """Cumulative training seconds at each epoch's end and that epoch's training loss (summary.json history)."""
+    rows = json.loads((run / "summary.json").read_text()).get("history", [])
+    t, xs, ys = 0.0, [], []
+    for r in rows:
+        t += r.get("train/epoch_s", 0.0)
+        if "train/loss_epoch" in r:
+            xs.append(t)
+            ys.append(r["train/loss_epoch"])
+    return xs, ys
+
+
+def write_curves(family: str, seeds: int, workdir: Path) -> Path | None:
+    """``equal_budget_<family>.png``: each run's training loss against wall time, relative to its first epoch
+    (the models' losses differ in kind: structure loss, Dice + CE), seeds as line styles."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.subplots()
+    drawn = False
+    for i, name in enumerate(FAMILIES[family]["runs"]):
+        for seed in range(seeds):
+            run = workdir / family / f"{name}-s{seed}"
+            if not (run / "summary.json").is_file():
+                continue
+            xs, ys = _loss_curve(run)
+            if ys:
+                ax.plot(xs, [y / ys[0] for y in ys], "-o" if seed == 0 else "--s", ms=3, color=f"C{i}",
+                        label=f"{name} seed {seed}")
+                drawn = True
+    if not drawn:
+        return None
+    ax.set(title=f"{family}: training loss / first epoch's loss", xlabel="training wall time (s)",
+           ylabel="relative loss")
+    ax.legend(fontsize=8)
+    path = RESULTS / f"equal_budget_{family}.png"
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
 def write_results(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], budget: float) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     jpath = RESULTS / "equal_budget.json"
@@ -196,9 +239,13 @@ def write_results(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]],
                 vals = [r[c] for r in mr if r.get(c) is not None]
                 cells.append(_fmt(statistics.fmean(vals), pct[c]) if vals else "–")
             lines.append(f"| {model} | {len(mr)} | " + " | ".join(cells) + " |")
+        if (RESULTS / f"equal_budget_{family}.png").is_file():
+            lines += ["", f"Training loss against wall time: `equal_budget_{family}.png`."]
         comps = [c for c in old["compare"].values() if c["family"] == family]
         if comps:
-            lines += ["", "Paired per-case Dice against the U-Net (Δ = model − U-Net, in points):", "",
+            why = ("; the per-case Dice of `cases.csv`: probabilities thresholded at 0.5 without the polyp "
+                   "protocol's min-max rescaling, so its mean can differ from the mDice column") if family == "polyp" else ""
+            lines += ["", f"Paired per-case Dice against the U-Net (Δ = model − U-Net, in points{why}):", "",
                       "| model | Δ Dice | 95 % CI | Wilcoxon p | W/T/L | cases |", "|---|---:|---|---:|---|---:|"]
             for c in comps:
                 lines.append(f"| {c['model']} | {100 * c['mean_diff']:+.1f} | [{100 * c['ci'][0]:+.1f}, "
@@ -236,6 +283,7 @@ def main() -> None:
                 rows.append(run_one(family, model, seed, args.budget, args.workdir))
                 write_results(rows, [], args.budget)
         write_results(rows, compare_rows(family, args.seeds, args.workdir), args.budget)
+        write_curves(family, args.seeds, args.workdir)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,9 @@ class TrainerConfig(_Strict):
     max_steps: int = Field(-1, ge=-1)
     max_time_s: PositiveFloat | None = None
     precision: str = "auto"  # "auto" = bf16/16-mixed on GPU, 32 on CPU
+    # train in torch.channels_last (oneDNN's NHWC convolutions): a timm ResNet-34 U-Net step 1.14x fp32 and
+    # 2.15x with bf16 on a 2-core AVX512-BF16 CPU, against 1.90x for bf16 alone (2-D models only)
+    channels_last: bool = False
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1

@@ -159,3 +159,28 @@ def test_fast_path_with_mgrad_feedback_passes():
     ref = run(copy.deepcopy(plain).double(), x.double())
     fast = optimize_for_inference(copy.deepcopy(plain), example_input=x)
     assert (run(fast, x).double() - ref).abs().max().item() <= TOL
+
+
+def test_training_in_channels_last_matches_contiguous():
+    """``trainer.channels_last``: SegTask's model is NHWC, and a training step's loss and gradients equal the
+    contiguous model's (same weights) to float tolerance."""
+    from medseg.config import Config
+    from medseg.engine.task import SegTask
+
+    cfg = {"data": {"num_classes": 2, "in_channels": 3, "batch_size": 2},
+           "model": {"name": "unet", "kwargs": {"features": [4, 4, 8, 8, 8, 4]}}, "loss": {"terms": [{"loss": "dice_ce"}]}}
+    torch.manual_seed(0)
+    plain = SegTask(Config.model_validate(cfg))
+    nhwc = SegTask(Config.model_validate({**cfg, "trainer": {"channels_last": True}}))
+    nhwc.model.load_state_dict(plain.model.state_dict())
+    conv = next(m for m in nhwc.model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[1] > 1
+    x, y = torch.rand(2, 3, 32, 32), (torch.rand(2, 32, 32) > 0.5).long()
+    losses = []
+    for task in (plain, nhwc):
+        loss, _ = task.criterion(task.model(x), y)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(plain.model.named_parameters(), nhwc.model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)

@@ -66,3 +66,28 @@ def test_epochs_done_counts_an_epoch_whose_end_was_recorded():
     assert _epochs_done(SimpleNamespace(current_epoch=3), None) == 3
     history.rows = []
     assert _epochs_done(SimpleNamespace(current_epoch=0), history) == 0
+
+
+@pytest.mark.parametrize("remaining,steps,max_epochs,max_steps,stopped", [
+    (0.0, 849, 16, -1, True),    # Lightning counted the cut epoch as the 16th: 849 of 16 x 56 = 896 steps
+    (0.0, 896, 16, -1, False),   # the plan's last step, just as the time ran out
+    (12.0, 896, 16, -1, False),  # finished with time to spare
+    (0.0, 849, -1, -1, False),   # max_epochs=-1: the time is the plan
+    (0.0, 300, -1, 400, True),   # a step plan cut by the time
+])
+def test_time_guard_stop_uses_the_timer_and_the_planned_steps(remaining, steps, max_epochs, max_steps, stopped):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    from medseg.engine.train import time_guard_stop
+
+    timer = Timer(duration={"seconds": 600})
+    timer.time_remaining = lambda stage="train": remaining
+    trainer = SimpleNamespace(callbacks=[timer], global_step=steps, current_epoch=16, num_training_batches=56)
+    cfg = load_config("quickstart", ["trainer.max_time_s=600", f"trainer.max_epochs={max_epochs}",
+                                     f"trainer.max_steps={max_steps}"])
+    note = time_guard_stop(cfg, trainer)
+    assert (note is not None) == stopped
+    if stopped and max_epochs > 0:
+        assert "after 849 of 896 steps" in note

@@ -310,6 +310,16 @@ def _channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any,
     return None
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` in place in ``torch.channels_last``, with a forward pre-hook that converts 4-D inputs too
+    (3-D models and inputs are left as they are). Used by the fast path and by ``trainer.channels_last``."""
+    model.to(memory_format=torch.channels_last)
+    if not getattr(model, "_medseg_channels_last_hook", False):
+        model.register_forward_pre_hook(_channels_last_input)
+        model._medseg_channels_last_hook = True  # type: ignore[assignment]
+    return model
+
+
 def _safe_compiled_forward(model: nn.Module, **compile_kwargs: Any) -> Callable[..., Any] | None:
     """``model.forward`` compiled, falling back to eager (logged once) if compiling or running fails."""
     eager = model.forward
@@ -356,10 +366,7 @@ def optimize_for_inference(
         n = fold_conv_bn(model, example_input)
         _log.debug("folded %d Conv+BN pairs", n)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
-        if not getattr(model, "_medseg_channels_last_hook", False):
-            model.register_forward_pre_hook(_channels_last_input)
-            model._medseg_channels_last_hook = True  # type: ignore[assignment]
+        to_channels_last(model)
     if compile:
         fwd = _safe_compiled_forward(model, **(compile_kwargs or {}))
         if fwd is not None:

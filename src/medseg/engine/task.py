@@ -68,6 +68,10 @@ class SegTask(pl.LightningModule):
         d = cfg.data
         self.num_classes = d.num_classes
         self.model = build_model(cfg.model.name, in_channels=d.in_channels, out_channels=d.out_channels, **cfg.model.kwargs)
+        if cfg.trainer.channels_last:
+            from medseg.engine.fast import to_channels_last
+
+            to_channels_last(self.model)
         self.criterion = Criterion.from_config(cfg.loss, targets=d.targets)
         self.strategy = build_strategy(cfg.strategy)
         self.automatic_optimization = self.strategy.automatic_optimization

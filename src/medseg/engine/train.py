@@ -69,8 +69,10 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     """Lightning precision: ``auto`` = bf16/16-mixed on a GPU, fp32 on the CPU. A recipe's GPU setting
     (e.g. the official code's fp16 AMP) falls back to fp32 on the CPU, where fp16 autocast is not a speed-up.
     ``bf16-mixed`` runs on a CPU with native bf16 (avx512_bf16 / amx_bf16 flags) and falls back to fp32 with
-    a note on one without (emulated bf16 is slower than fp32). ``auto`` stays fp32 on the CPU: bf16-mixed
-    measured 0.24-1.08x fp32's per-step speed there (benchmarks/results/train_step_bf16.md), not the 1.6x goal."""
+    a note on one without (emulated bf16 is slower than fp32). ``auto`` stays fp32 on the CPU (a recipe opts in):
+    on a quiet 2-core AVX512-BF16 EPYC one bf16-mixed step measured 1.46x (M2SNet) to 2.16x (U-Net) fp32's speed,
+    but its effect on every recipe's accuracy is not measured (an earlier 0.24-1.08x was taken under CPU
+    oversubscription, benchmarks/results/train_step_bf16.md)."""
     on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     if precision == "auto":
         return ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if on_gpu else "32-true"
@@ -510,17 +512,34 @@ def finish_run(cfg: Config, run_dir: Path) -> None:
 
 
 def time_guard_stop(cfg: Config, trainer: pl.Trainer) -> str | None:
-    """A sentence when ``trainer.max_time_s`` ended the run before its epochs / steps, else None."""
+    """A sentence when ``trainer.max_time_s`` ended the run before its epochs / steps, else None.
+
+    Lightning counts an epoch the Timer cut short as finished (measured: 16 of 16 epochs with 849 of 896 steps),
+    so the test is the Timer's own: no training time left, with a plan of epochs or steps not reached in full.
+    """
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     t = cfg.trainer
-    if timer is None or not t.max_time_s:
+    if timer is None or not t.max_time_s or (t.max_epochs <= 0 and t.max_steps <= 0):
+        return None  # no time guard, or the time is the plan
+    remaining = timer.time_remaining("train")
+    if remaining is None or remaining > 0:
         return None
-    epochs_done = t.max_epochs <= 0 or trainer.current_epoch >= t.max_epochs
-    steps_done = t.max_steps > 0 and trainer.global_step >= t.max_steps
-    if epochs_done or steps_done:
+    if t.max_steps > 0 and trainer.global_step >= t.max_steps:
         return None
-    return (f"trainer.max_time_s={t.max_time_s:g} stopped the run after {trainer.current_epoch} of {t.max_epochs} "
-            f"epochs ({trainer.global_step} steps); raise or clear it to train the full plan")
+    planned = _planned_steps(cfg, trainer)
+    if t.max_steps <= 0 and planned is not None and trainer.global_step >= planned:
+        return None
+    of = f" of {planned}" if planned is not None else ""
+    return (f"trainer.max_time_s={t.max_time_s:g} stopped the run after {trainer.global_step}{of} steps (in epoch "
+            f"{max(1, trainer.current_epoch)} of {t.max_epochs}); raise or clear it to train the full plan")
+
+
+def _planned_steps(cfg: Config, trainer: pl.Trainer) -> int | None:
+    """Training steps of ``max_epochs`` full epochs; None where the batches per epoch are unknown."""
+    batches = getattr(trainer, "num_training_batches", None)
+    if cfg.trainer.max_epochs <= 0 or not isinstance(batches, int) or batches <= 0:
+        return None
+    return cfg.trainer.max_epochs * math.ceil(batches / cfg.trainer.accumulate_grad_batches)
 
 
 def check_model_fits_config(cfg: Config, model: torch.nn.Module) -> None:
