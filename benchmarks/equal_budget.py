@@ -58,8 +58,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "cardiac": {
         "data": SHARED / "acdc",
         "split": "test",
-        "about": "ACDC training slices, the `cpu` presets (96 px, widths / 4), volume-wise evaluation of the test "
-                 "volumes in the recipes' `paper` mode.",
+        "about": "ACDC training slices, the `cpu` presets (96 px, widths / 4, bf16-mixed with channels_last where the "
+                 "CPU has native bf16), volume-wise evaluation of the test volumes in the recipes' `paper` mode.",
         "columns": [("average.dice", "Dice (vol)"), ("average.hd95", "HD95 (vol)"), ("average.iou", "IoU (vol)")],
         "runs": {
             "unet": {"recipe": "mgrad_unet_acdc", "set": ["preset=cpu", "model.name=unet", "strategy.name=single",
@@ -73,8 +73,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "lesion": {
         "data": SHARED / "covid19-ct-semiseg",
         "split": "test",
-        "about": "covid19-ct-semiseg, 3 classes (ground glass, consolidation), the `cpu` presets (128 px), "
-                 "per-image evaluation in strict mode.",
+        "about": "covid19-ct-semiseg, 3 classes (ground glass, consolidation), the `cpu` presets (128 px, bf16-mixed "
+                 "with channels_last where the CPU has native bf16), per-image evaluation in strict mode.",
         "columns": [("average.dice", "Dice"), ("average.iou", "IoU"), ("average.hd95", "HD95")],
         "runs": {
             "unet": {"recipe": "mda_unet_kits", "set": COVID + ["preset=cpu", "model.name=unet",
