@@ -85,8 +85,6 @@ FAMILIES: dict[str, dict[str, Any]] = {
     },
 }
 BASELINE = "unet"
-#: summary.json statuses of a run that needs no more training (``stopped_early``: the time budget ended it)
-FINISHED = ("completed", "stopped_early")
 
 
 def _get(d: dict[str, Any], dotted: str) -> float | None:
@@ -112,6 +110,8 @@ def run_one(family: str, name: str, seed: int, budget: float, workdir: Path) -> 
     spec = fam["runs"][name]
     out = workdir / family / f"{name}-s{seed}"
     summary_path = out / "summary.json"
+    from medseg.experiments.reproduce import FINISHED  # statuses of a run that needs no more training
+
     done = summary_path.is_file() and json.loads(summary_path.read_text()).get("status") in FINISHED
     wall = None
     if not done:
