@@ -43,6 +43,7 @@ from medseg.data.splits import (
     write_splits,
 )
 from medseg.engine.ensemble import CV_FILE, fold_dir
+from medseg.experiments.reproduce import FINISHED
 from medseg.utils import MedsegError, atomic_write_text, json_safe
 
 _log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def fold_status(run_dir: Path) -> str:
             status = json.loads(summary.read_text()).get("status")
         except (OSError, ValueError):
             status = None
-    if status in ("completed", "stopped_early"):
+    if status in FINISHED:
         return "done"
     if status == "diverged":
         return "diverged"
