@@ -207,7 +207,8 @@ def _print_train_summary(run_dir: Path) -> None:
 
 
 PRECISION_HELP = ("fp32, bf16 (autocast; where the CPU has avx512_bf16/amx_bf16, else fp32 with a note) or auto "
-                  "(bf16 where supported). Masks agree with fp32 on >= 99.5 % of pixels (benchmarks/results/bf16.md).")
+                  "(bf16 where supported, for models whose bf16 masks were checked on a trained run: "
+                  "benchmarks/results/bf16_agreement.md).")
 
 
 def _check_precision(precision: str) -> None:
@@ -548,15 +549,15 @@ def stats(
         for n in names:
             _check_model_name(n)
         dev = resolve_device(device)
-        if precision != "fp32":
-            from medseg.engine.fast import resolve_inference_precision
-
-            if amp is not None:
-                _fail("give --precision or --amp, not both")
-            amp = "bf16" if resolve_inference_precision(precision, dev) == "bf16" else None
+        if precision != "fp32" and amp is not None:
+            _fail("give --precision or --amp, not both")
         rows = []
         for n in names:
             err_console.print(f"measuring {n} ...", highlight=False)
+            if precision != "fp32":
+                from medseg.engine.fast import resolve_inference_precision
+
+                amp = "bf16" if resolve_inference_precision(precision, dev, n) == "bf16" else None
             rows.append(model_stats(n, size=hw, batch=batch, device=dev, in_channels=in_channels,
                                     out_channels=out_channels, amp=amp, channels_last=channels_last, fast=fast,
                                     compile=compile, repeats=repeats))

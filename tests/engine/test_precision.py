@@ -115,3 +115,54 @@ def test_training_precision_bf16_mixed_on_the_cpu(monkeypatch):
     assert resolve_precision("16-mixed", "cpu") == "32-true"
     monkeypatch.setattr(fast, "cpu_bf16_flags", lambda: ())
     assert resolve_precision("bf16-mixed", "cpu") == "32-true"
+
+
+def test_auto_picks_bf16_only_for_models_verified_on_trained_runs(monkeypatch, caplog):
+    monkeypatch.setattr(fast, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    with caplog.at_level(logging.WARNING, logger="medseg.engine.fast"):
+        assert resolve_inference_precision("auto", model="msnet") == "bf16"
+        assert not caplog.records
+        assert resolve_inference_precision("auto", model="mda_unet") == "fp32"  # missed the agreement guard
+        assert "99.23 %" in caplog.records[-1].getMessage()
+        assert resolve_inference_precision("auto", model="unetpp") == "fp32"  # never checked
+        assert "not been checked" in caplog.records[-1].getMessage()
+        caplog.clear()
+        assert resolve_inference_precision("bf16", model="mda_unet") == "bf16"  # asked for: runs, with the note
+        assert len(caplog.records) == 1 and "mda_unet" in caplog.records[0].getMessage()
+    assert fast.BF16_VERIFIED.isdisjoint(fast.BF16_MISSED)
+
+
+def test_declared_submodules_stay_fp32_under_bf16_autocast():
+    class Toy(torch.nn.Module):
+        bf16_fp32_modules = ("stem",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.body = torch.nn.Conv2d(4, 2, 3, padding=1)
+            self.seen: dict[str, torch.dtype] = {}
+            self.stem.register_forward_hook(lambda m, a, out: self.seen.update(stem=out.dtype))
+            self.body.register_forward_hook(lambda m, a, out: self.seen.update(body=out.dtype))
+
+        def forward(self, x):
+            return self.body(self.stem(x))
+
+    model, x = Toy(), torch.rand(1, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = model(x.bfloat16())
+    assert model.seen == {"stem": torch.bfloat16, "body": torch.bfloat16}
+    assert fast.keep_fp32_under_autocast(model) == 1
+    assert fast.keep_fp32_under_autocast(model) == 1  # idempotent: wrapped once
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x.bfloat16())
+    assert model.seen == {"stem": torch.float32, "body": torch.bfloat16}  # bf16 input computed in fp32
+    assert out.shape == plain.shape
+    ref = model(x)  # without autocast the wrapper changes nothing
+    assert torch.allclose(ref, Toy.forward(model, x))
+
+
+def test_mda_unet_declares_its_fp32_stem():
+    from medseg.models import build_model
+
+    model = build_model("mda_unet", in_channels=1, out_channels=3, channels=[4, 8, 16, 32, 64])
+    assert all(isinstance(model.get_submodule(n), torch.nn.Module) for n in model.bf16_fp32_modules)

@@ -30,10 +30,14 @@ them (``False`` = the official literal full convolution, used by tests and by ``
 
 **Precision** (:func:`resolve_inference_precision`, :func:`inference_autocast`): ``fp32`` (default), ``bf16``
 (``torch.autocast`` to bfloat16; logits are cast back to float32 before sigmoid/softmax by the callers) or
-``auto`` (bf16 where the device has native bf16: a CPU with ``avx512_bf16`` / ``amx_bf16``, a GPU with bf16
-support; else fp32). On this project's 2-core AMD EPYC (avx512_bf16) autocast measured faster than
-converting the folded model to bf16 (MSNet 352: 0.87x vs 1.12x fp32's latency; SNet 224: 0.44x vs 0.55x),
-so autocast it is. bf16 is not exact: see ``benchmarks/results/bf16.md`` for the mask agreement.
+``auto`` (bf16 where the device has native bf16 -- a CPU with ``avx512_bf16`` / ``amx_bf16``, a GPU with bf16
+support -- for a model whose bf16 masks were checked on a trained run, :data:`BF16_VERIFIED`; else fp32).
+Submodules a model lists in ``bf16_fp32_modules`` stay float32 (:func:`keep_fp32_under_autocast`). Measured
+quietly on this project's 2-core AMD EPYC (avx512_bf16), batch 1, paper sizes (``benchmarks/results/bf16.md``):
+bf16 autocast takes 0.49-0.80x the fp32 fast path's latency (MSNet 352: 0.57x, and 0.49x the authors' fp32
+code). An earlier check under load found autocast faster than converting the folded model to bf16 (MSNet
+352: 0.87x vs 1.12x), so autocast it is. bf16 is not exact: ``benchmarks/results/bf16_agreement.md`` has
+the mask agreement on trained runs.
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ _log = logging.getLogger(__name__)
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+#: models whose bf16 masks met the guard (>= 99.5 % of pixels equal to fp32's, mean Dice within 0.002) for a
+#: trained run on real test data (``benchmarks/results/bf16_agreement.md``); ``auto`` picks bf16 only for these
+BF16_VERIFIED = frozenset({"unet", "timm_unet", "msnet", "m2snet", "mgrad_unet", "snet"})
+#: models measured to miss that guard, and by how much (``--precision bf16`` still runs them, with this note)
+BF16_MISSED = {"mda_unet": "a trained MDA-U-Net's bf16 masks agreed with fp32 on 99.23 % of pixels, mean Dice "
+                           "-0.006 (benchmarks/results/bf16_agreement.md)"}
 #: /proc/cpuinfo flags of a CPU that computes in bf16 natively (AVX512-BF16; Intel AMX)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -87,11 +97,14 @@ def bf16_supported(device: str | torch.device = "cpu") -> bool:
     return False
 
 
-def resolve_inference_precision(precision: str | None, device: str | torch.device = "cpu") -> str:
-    """``fp32`` / ``bf16`` / ``auto`` (``None`` = fp32) -> ``fp32`` or ``bf16`` for ``device``.
+def resolve_inference_precision(precision: str | None, device: str | torch.device = "cpu",
+                                model: str | None = None) -> str:
+    """``fp32`` / ``bf16`` / ``auto`` (``None`` = fp32) -> ``fp32`` or ``bf16`` for ``device`` (and ``model``).
 
-    ``auto`` is bf16 where :func:`bf16_supported`, else fp32; ``bf16`` asked where the device has no native
-    bf16 falls back to fp32 with a one-line note (emulated bf16 is slower than fp32 there).
+    ``auto`` is bf16 where :func:`bf16_supported` and, when ``model`` is named, only for a model in
+    :data:`BF16_VERIFIED` (else fp32 with a one-line note); ``bf16`` asked where the device has no native
+    bf16 falls back to fp32 with a one-line note (emulated bf16 is slower than fp32 there), and ``bf16`` for a
+    model in :data:`BF16_MISSED` runs with a note saying how far its masks moved.
     """
     precision = (precision or "fp32").lower()
     if precision not in PRECISIONS:
@@ -101,6 +114,12 @@ def resolve_inference_precision(precision: str | None, device: str | torch.devic
     if precision == "fp32":
         return "fp32"
     if bf16_supported(device):
+        if precision == "auto" and model is not None and model not in BF16_VERIFIED:
+            why = BF16_MISSED.get(model, "its masks have not been checked against fp32 on a trained run")
+            _log.warning("precision auto: fp32 for %s (%s); --precision bf16 forces bf16", model, why)
+            return "fp32"
+        if model in BF16_MISSED:
+            _log.warning("precision bf16 for %s: %s", model, BF16_MISSED[model])
         return "bf16"
     if precision == "bf16":
         what = "this CPU has no avx512_bf16 / amx_bf16" if torch.device(device).type == "cpu" else f"{device} has no bf16"
@@ -113,6 +132,33 @@ def inference_autocast(precision: str, device: str | torch.device = "cpu") -> co
     if precision == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def keep_fp32_under_autocast(model: nn.Module) -> int:
+    """Run the submodules a model names in ``bf16_fp32_modules`` in float32 even under bf16 autocast.
+
+    A model declares them where bf16 inference measurably moved its masks (e.g. MDA-U-Net's full-resolution
+    first encoder block on raw CT intensities); each such forward gets float32 inputs with autocast off, and
+    the next layer casts its output back under autocast. Returns the number of submodules changed."""
+    names = getattr(model, "bf16_fp32_modules", ())
+    for name in names:
+        module = model.get_submodule(name)
+        if getattr(module, "medseg_fp32", False):
+            continue
+        module.forward = _fp32_forward(module.forward)  # type: ignore[method-assign]
+        module.medseg_fp32 = True  # type: ignore[assignment]
+    return len(names)
+
+
+def _fp32_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(forward)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+        with torch.autocast(device_type=device, enabled=False):
+            return forward(*args, **kwargs)
+
+    return run
 
 
 def _is_plain_sequential(m: nn.Module) -> bool:

@@ -159,7 +159,11 @@ class Predictor:
         self.fast = cfg.eval.fast if fast is None else fast
         self.channels_last = channels_last
         self.compile = compile
-        self.precision = resolve_inference_precision(precision, self.device)
+        self.precision = resolve_inference_precision(precision, self.device, cfg.model.name)
+        if self.precision == "bf16":
+            from medseg.engine.fast import keep_fp32_under_autocast
+
+            keep_fp32_under_autocast(self.model)  # the model's measured fp32 islands (bf16_fp32_modules)
         self._optimized = not self.fast or bool(getattr(model, "medseg_fast", False))
         self._transforms: dict[tuple[str, Any], Any] = {}  # (input kind, size or None) -> transform
         self._warned_range = False

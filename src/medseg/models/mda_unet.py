@@ -237,6 +237,12 @@ class MDAUNet(nn.Module):
     Returns ``SegOutput(logits, aux={"additional": ...})`` (aux empty when ``additional_path=False``).
     """
 
+    #: run in float32 under bf16 inference (``medseg.engine.fast.keep_fp32_under_autocast``). Measured on a
+    #: trained covid19-ct-semiseg run (48 test slices): all-bf16 masks agreed with fp32 on 99.23 % of pixels,
+    #: mean Dice -0.006; with this full-resolution first block (raw CT intensities) in fp32, 99.85 %, -0.0006.
+    #: Attention, skips, decoders or heads in fp32 instead changed nothing (99.23-99.29 %).
+    bf16_fp32_modules: tuple[str, ...] = ("encoder.0",)
+
     def __init__(
         self,
         in_channels: int = 1,
