@@ -1,12 +1,15 @@
 """bf16 inference on the CPU against fp32, per paper model at its paper size (run by hand).
 
-    python benchmarks/bf16.py [--repeats 5] [--run RUN_DIR --data DATA_DIR]
+    python benchmarks/bf16.py [--repeats 5] [--run RUN_DIR --data DATA_DIR] [--official DIR] [--compile]
+    python benchmarks/bf16.py --agreement RUN=DATA [--agreement RUN=DATA ...]
 
 For each model, in one run and back to back: a 2048^2 bf16 matrix product (the bf16 peak), the fp32 fast
 path and the bf16 fast path (autocast, as ``--precision bf16``) at batch 1, interleaved repeat by repeat;
 latency ratio bf16/fp32, achieved GFLOP/s as % of the bf16 matmul rate, and the fp32-vs-bf16 mask
 agreement on random inputs (random weights with calibrated BatchNorm statistics). With ``--run``, also
-the agreement of ``medseg.Predictor`` fp32 vs bf16 on that trained run's test split.
+the agreement of ``medseg.Predictor`` fp32 vs bf16 on that trained run's test split. ``--official DIR`` (a
+checkout of the authors' MSNet-M2SNet repository, outside this one, e.g. from ``fetch``) times their forward
+in fp32 in the same interleaving; ``--compile`` adds bf16 under ``torch.compile`` with Inductor freezing.
 Writes benchmarks/results/bf16.md and .json.
 """
 
@@ -35,8 +38,34 @@ def _masks(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0) if logits.shape[1] == 1 else logits.argmax(1)
 
 
-def bench_model(name: str, repeats: int) -> dict[str, Any]:
-    from medseg.engine.fast import calibrate_batchnorm, inference_autocast, optimize_for_inference
+def official_model(name: str, repo: Path) -> torch.nn.Module | None:
+    """The authors' MSNet / M2SNet (``model/miccai_msnet.py`` of Xiaoqi-Zhao-DLUT/MSNet-M2SNet, checked out in
+    ``repo``, outside this repository), random weights, eval mode; None for other models."""
+    if name not in ("msnet", "m2snet"):
+        return None
+    sys.path.insert(0, str(repo))
+    import model.res2net as res2net  # the authors' package layout
+
+    build = res2net.res2net50_v1b_26w_4s
+    res2net.res2net50_v1b_26w_4s = lambda pretrained=False, **kw: build(pretrained=False, **kw)  # no download
+    import model.miccai_msnet as official
+
+    cuda = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self  # M2SNet's all-ones filters call .cuda() in __init__
+    try:
+        torch.manual_seed(0)
+        return (official.MSNet() if name == "msnet" else official.M2SNet()).eval()
+    finally:
+        torch.Tensor.cuda = cuda
+
+
+def bench_model(name: str, repeats: int, official_repo: Path | None = None, compile: bool = False) -> dict[str, Any]:
+    from medseg.engine.fast import (
+        calibrate_batchnorm,
+        inference_autocast,
+        keep_fp32_under_autocast,
+        optimize_for_inference,
+    )
     from medseg.models import build_model, get_entry
     from medseg.stats import count_macs, matmul_gflops, paper_figures
 
@@ -48,23 +77,49 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
     model = build_model(name, in_channels=cin, out_channels=cout).eval()
     x = torch.randn(1, cin, h, w)
     calibrate_batchnorm(model, x)
+    compiled = None
+    if compile:  # Inductor with freezing (constant-folds BN and pre-packs the bf16 weights), autocast bf16
+        import copy
+
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        compiled = copy.deepcopy(model)
+        optimize_for_inference(compiled, fold_bn=False, compile=True)
     optimize_for_inference(model, example_input=x)
+    keep_fp32_under_autocast(model)  # as Predictor does for --precision bf16
     macs = count_macs(model, x)
+    official = official_model(name, official_repo) if official_repo else None
 
     def fwd(precision: str) -> torch.Tensor:
         with torch.inference_mode(), inference_autocast(precision):
             return model(x).logits
 
+    def fwd_compiled() -> torch.Tensor:
+        with torch.inference_mode(), inference_autocast("bf16"):
+            return compiled(x).logits
+
+    variants = {"fp32": lambda: fwd("fp32"), "bf16": lambda: fwd("bf16")}
+    if official is not None:
+        variants["official_fp32"] = lambda: official(x)
+    compile_s = None
+    if compiled is not None:
+        t0 = time.perf_counter()
+        fwd_compiled()
+        compile_s = time.perf_counter() - t0
+        variants["bf16_compiled"] = fwd_compiled
     mm_bf16 = matmul_gflops(2048, dtype=torch.bfloat16)
     mm_fp32 = matmul_gflops(2048)
     out = {p: fwd(p).float() for p in ("fp32", "bf16")}  # also the warm-up
-    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for f in variants.values():
+        f()
+    times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(repeats):
-        for p in ("fp32", "bf16"):
+        for k, f in variants.items():
             t0 = time.perf_counter()
-            fwd(p)
-            times[p].append(time.perf_counter() - t0)
-    lat = {p: statistics.median(v) for p, v in times.items()}
+            f()
+            times[k].append(time.perf_counter() - t0)
+    lat = {k: statistics.median(v) for k, v in times.items()}
     agreement = []
     for seed in range(3):  # more random inputs for the agreement
         g = torch.Generator().manual_seed(100 + seed)
@@ -83,14 +138,27 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
            "agreement_random_min": min(agreement), "agreement_random_mean": float(np.mean(agreement))}
     row["pct_bf16_matmul"] = 100 * row["gflops_bf16"] / mm_bf16
     row["pct_fp32_matmul_fp32"] = 100 * row["gflops_fp32"] / mm_fp32
+    if "official_fp32" in lat:
+        row["latency_official_fp32_ms"] = lat["official_fp32"] * 1e3
+    if "bf16_compiled" in lat:
+        row["latency_bf16_compiled_ms"] = lat["bf16_compiled"] * 1e3
+        row["compile_s"] = compile_s
+        row["pct_bf16_matmul_compiled"] = 100 * 2 * macs / lat["bf16_compiled"] / 1e9 / mm_bf16
     print(row, flush=True)
     return row
 
 
 def write_agreements(rows: list[dict[str, Any]]) -> None:
-    """``bf16_agreement.md``: the issue-17 guard (masks agree on >= 99.5 % of pixels, mean Dice within 0.002)."""
+    """``bf16_agreement.md``: the issue-17 guard (masks agree on >= 99.5 % of pixels, mean Dice within 0.002).
+
+    Rows of earlier runs (by run folder) are kept, so runs measured on other days and data sets stay in the table."""
+    jpath = RESULTS / "bf16_agreement.json"
+    kept = {r["run"]: r for r in (json.loads(jpath.read_text()) if jpath.is_file() else [])}
+    kept.update({r["run"]: r for r in rows})
+    rows = list(kept.values())
     lines = ["# bf16 inference on trained models: agreement with fp32", "", f"Machine: {machine_description()}", "",
-             f"Generated by `python {' '.join(sys.argv)}` on {time.strftime('%Y-%m-%d')}: each run's test split predicted "
+             "Generated by `python benchmarks/bf16.py --agreement RUN=DATA ...` (rows of earlier calls kept; the "
+             f"latest on {time.strftime('%Y-%m-%d')}): each run's test split predicted "
              "by `Predictor.from_run(run)` (fp32) and `Predictor.from_run(run, precision='bf16')` (autocast), at the "
              "recipe's evaluation size, labels compared pixel by pixel; Dice per foreground class and case, mean.", "",
              "| run | model | cases | pixels | masks agree | mean Dice fp32 | mean Dice bf16 | Δ | guard (>= 99.5 %, abs Δ <= 0.002) |",
@@ -98,7 +166,7 @@ def write_agreements(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         delta = r["mean_dice_bf16"] - r["mean_dice_fp32"]
         ok = r["agreement"] >= 0.995 and abs(delta) <= 0.002
-        lines.append(f"| `{Path(r['run']).name}` | {r['model']} | {r['cases']} | {r['pixels']:,} | {100 * r['agreement']:.3f} % | "
+        lines.append(f"| `{Path(r['run']).parent.name}/{Path(r['run']).name}` | {r['model']} | {r['cases']} | {r['pixels']:,} | {100 * r['agreement']:.3f} % | "
                      f"{r['mean_dice_fp32']:.4f} | {r['mean_dice_bf16']:.4f} | {delta:+.4f} | {'met' if ok else 'MISSED'} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bf16_agreement.md").write_text("\n".join(lines) + "\n")
@@ -139,6 +207,11 @@ def main() -> None:
     ap.add_argument("--agreement", action="append", default=[], metavar="RUN=DATA",
                     help="only the fp32/bf16 agreement of trained runs on their test splits (repeatable); "
                          "writes bf16_agreement.md")
+    ap.add_argument("--official", type=Path, default=None, metavar="DIR",
+                    help="a checkout of github.com/Xiaoqi-Zhao-DLUT/MSNet-M2SNet (outside this repository): also time "
+                         "the authors' MSNet / M2SNet forward in fp32")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time bf16 under torch.compile (Inductor, freezing); reports the compile time")
     args = ap.parse_args()
     if args.agreement:
         write_agreements([run_agreement(Path(r), Path(d)) for r, d in (a.split("=", 1) for a in args.agreement)])
@@ -146,11 +219,17 @@ def main() -> None:
     from medseg.engine.fast import cpu_bf16_flags
 
     torch.set_grad_enabled(False)
-    rows = [bench_model(n, args.repeats) for n in args.models.split(",")]
+    rows = [bench_model(n, args.repeats, args.official, args.compile) for n in args.models.split(",")]
+    jpath = RESULTS / "bf16.json"
+    if jpath.is_file():  # keep the rows of models not re-run this time, in their order
+        new = {r["model"]: r for r in rows}
+        old = json.loads(jpath.read_text()).get("models", [])
+        rows = [new.pop(r["model"], r) for r in old] + list(new.values())
     trained = run_agreement(args.run, args.data) if args.run else None
     lines = ["# bf16 inference on the CPU (fast path, batch 1, paper size)", "",
              f"Machine: {machine_description()}; native bf16 flags: {', '.join(cpu_bf16_flags()) or 'none'}", "",
-             f"Generated by `python {' '.join(sys.argv)}` on {time.strftime('%Y-%m-%d')}. Random weights with calibrated",
+             f"Generated by `python {' '.join(sys.argv)}` on {time.strftime('%Y-%m-%d')} (rows of models not named "
+             "were kept from earlier calls, see bf16.json for each row's settings). Random weights with calibrated",
              "BatchNorm statistics, Conv+BN folded, channels_last; bf16 = `torch.autocast('cpu', bfloat16)` "
              "(`--precision bf16`), logits cast to fp32. fp32 and bf16 timed alternately, median of "
              f"{args.repeats}; a 2048^2 bf16 (and fp32) matrix product timed right before each model.", "",
@@ -162,6 +241,25 @@ def main() -> None:
                      f"{r['latency_bf16_ms']:.0f} | {r['ratio_bf16_fp32']:.2f} | {r['gflops_bf16']:.0f} | "
                      f"{r['pct_bf16_matmul']:.0f} | {r['matmul_gflops_bf16']:.0f} | {r['pct_fp32_matmul_fp32']:.0f} | "
                      f"{r['max_abs_dlogits']:.3g} | {100 * r['agreement_random_min']:.2f} % |")
+    extra = [r for r in rows if "latency_official_fp32_ms" in r or "latency_bf16_compiled_ms" in r]
+    if extra:
+        lines += ["", "Against the authors' code (their `model/miccai_msnet.py`, fp32, as released: no folding, "
+                  "contiguous) and under `torch.compile` (Inductor with `freezing`, bf16 autocast), same run, same "
+                  "interleaving; ratios are latencies over the official fp32 latency:", "",
+                  "| model | official fp32 (ms) | fast fp32 / official | fast bf16 / official | compiled bf16 (ms) "
+                  "| compiled bf16 / official | compiled: % of bf16 matmul | compile (s) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        def cell(v: float | None) -> str:
+            return "–" if v is None else f"{v:.0f}"
+
+        def ratio(v: float | None, ref: float | None) -> str:
+            return "–" if v is None or ref is None else f"{v / ref:.2f}"
+
+        for r in extra:
+            off, comp = r.get("latency_official_fp32_ms"), r.get("latency_bf16_compiled_ms")
+            lines.append(f"| {r['model']} | {cell(off)} | {ratio(r['latency_fp32_ms'], off)} | "
+                         f"{ratio(r['latency_bf16_ms'], off)} | {cell(comp)} | {ratio(comp, off)} | "
+                         f"{cell(r.get('pct_bf16_matmul_compiled'))} | {cell(r.get('compile_s'))} |")
     lines += ["", "Random weights give many near-tie pixels (logits near 0), so the random-input agreement is a lower bound."]
     if trained:
         lines += ["", f"Trained run ({trained['model']}, `{trained['run']}`, its test split, {trained['pixels']} pixels): "

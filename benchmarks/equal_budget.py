@@ -38,6 +38,13 @@ COVID = ["data.format=image_folder", "data.mask_dir=masks_multiclass", "data.num
          "data.train_split=train", "data.test_split=test", "data.val_fraction=0.1",
          "eval.protocol=image", "eval.mode=strict"]
 
+#: the lesion U-Net baseline: MDA-U-Net's recipe, Dice + CE on the one output, widths 16-256
+UNET_COVID = COVID + ["preset=cpu", "model.name=unet", "model.kwargs={features: [16, 32, 64, 128, 256, 16]}",
+                      "loss.terms=[{loss: dice_ce, output: logits}]"]
+#: the cardiac U-Net baseline: MGRAD-UNet's recipe and loss (0.3 CE + 0.7 Dice), one pass, widths 16-256
+UNET_ACDC = ["preset=cpu", "model.name=unet", "strategy.name=single", "model.kwargs={features: [16, 32, 64, 128, 256, 16]}",
+             "loss.terms=[{loss: dice_ce, output: logits, kwargs: {ce_weight: 0.3, dice_weight: 0.7}}]"]
+
 #: family -> data, split, metric columns (key in the evaluation summary, label) and its runs
 FAMILIES: dict[str, dict[str, Any]] = {
     "polyp": {
@@ -59,29 +66,41 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "data": SHARED / "acdc",
         "split": "test",
         "about": "ACDC training slices, the `cpu` presets (96 px, widths / 4, bf16-mixed with channels_last where the "
-                 "CPU has native bf16), volume-wise evaluation of the test volumes in the recipes' `paper` mode.",
+                 "CPU has native bf16), volume-wise evaluation of the test volumes in the recipes' `paper` mode. Two "
+                 "more rows: `mgrad_unet_1pass`, MGRAD-UNet with one pass per batch (`no_feedback`: the best CPU "
+                 "setting found), and `unet_432steps`, the U-Net stopped at MGRAD-UNet's step count (seed 0), the "
+                 "reference for the architecture at equal steps rather than equal time.",
         "columns": [("average.dice", "Dice (vol)"), ("average.hd95", "HD95 (vol)"), ("average.iou", "IoU (vol)")],
         "runs": {
-            "unet": {"recipe": "mgrad_unet_acdc", "set": ["preset=cpu", "model.name=unet", "strategy.name=single",
-                                                          "model.kwargs={features: [16, 32, 64, 128, 256, 16]}",
-                                                          "loss.terms=[{loss: dice_ce, output: logits, "
-                                                          "kwargs: {ce_weight: 0.3, dice_weight: 0.7}}]"]},
+            "unet": {"recipe": "mgrad_unet_acdc", "set": UNET_ACDC},
             "mgrad_unet": {"recipe": "mgrad_unet_acdc", "set": ["preset=cpu"]},
             "snet": {"recipe": "snet_acdc", "set": ["preset=cpu"]},
+            # the best CPU setting found for MGRAD-UNet: one pass per batch (its 3-pass feedback loop triples a step)
+            "mgrad_unet_1pass": {"recipe": "mgrad_unet_acdc", "set": ["preset=[cpu, no_feedback]"]},
+            # evidence for the step cost: the U-Net stopped at MGRAD-UNet's step count (seed 0: 432 batches)
+            "unet_432steps": {"recipe": "mgrad_unet_acdc", "set": UNET_ACDC + ["trainer.max_steps=432"]},
         },
+        # (reference, model) pairs compared besides each model against the U-Net
+        "pairs": [("unet_432steps", "mgrad_unet")],
     },
     "lesion": {
         "data": SHARED / "covid19-ct-semiseg",
         "split": "test",
         "about": "covid19-ct-semiseg, 3 classes (ground glass, consolidation), the `cpu` presets (128 px, bf16-mixed "
-                 "with channels_last where the CPU has native bf16), per-image evaluation in strict mode.",
+                 "with channels_last where the CPU has native bf16), per-image evaluation in strict mode, best.ckpt on "
+                 "the 10 % validation carve-out. `mda_unet_fp32`: MDA-U-Net trained in fp32 (bf16 moved its "
+                 "inference masks most, `bf16_agreement.md`). `unet_1493steps`: the U-Net stopped at MDA-U-Net's "
+                 "step count (seed 0), the reference for the architecture at equal steps rather than equal time.",
         "columns": [("average.dice", "Dice"), ("average.iou", "IoU"), ("average.hd95", "HD95")],
         "runs": {
-            "unet": {"recipe": "mda_unet_kits", "set": COVID + ["preset=cpu", "model.name=unet",
-                                                                "model.kwargs={features: [16, 32, 64, 128, 256, 16]}",
-                                                                "loss.terms=[{loss: dice_ce, output: logits}]"]},
+            "unet": {"recipe": "mda_unet_kits", "set": UNET_COVID},
             "mda_unet": {"recipe": "mda_unet_kits", "set": COVID + ["preset=cpu"]},
+            # bf16 moved a trained MDA-U-Net's masks more than any other model's (bf16_agreement.md): train in fp32
+            "mda_unet_fp32": {"recipe": "mda_unet_kits", "set": COVID + ["preset=cpu", "trainer.precision=32-true"]},
+            # evidence for the step cost: the U-Net stopped at MDA-U-Net's step count (seed 0: 1493 batches)
+            "unet_1493steps": {"recipe": "mda_unet_kits", "set": UNET_COVID + ["trainer.max_steps=1493"]},
         },
+        "pairs": [("unet_1493steps", "mda_unet")],
     },
 }
 BASELINE = "unet"
@@ -148,13 +167,14 @@ def compare_rows(family: str, seeds: int, workdir: Path) -> list[dict[str, Any]]
     fam = FAMILIES[family]
     runs = lambda n: [workdir / family / f"{n}-s{s}" for s in range(seeds)]  # noqa: E731
     out = []
-    for name in fam["runs"]:
-        if name == BASELINE or not all(_eval_dir(p, fam["split"]) for p in runs(name)):
+    pairs = [(BASELINE, name) for name in fam["runs"] if name != BASELINE] + fam.get("pairs", [])
+    for ref, name in pairs:
+        if not all(_eval_dir(p, fam["split"]) for p in runs(name) + runs(ref)):
             continue
-        res = compare([runs(BASELINE), runs(name)], metric="dice", split=fam["split"])
-        write(res, workdir / family / f"compare-{name}")
+        res = compare([runs(ref), runs(name)], metric="dice", split=fam["split"])
+        write(res, workdir / family / (f"compare-{name}" if ref == BASELINE else f"compare-{name}-vs-{ref}"))
         mean_row = next(r for r in res["rows"] if r["class"] == "mean" and "mean_diff" in r)
-        out.append({"family": family, "model": name, "vs": BASELINE, "metric": "dice",
+        out.append({"family": family, "model": name, "vs": ref, "metric": "dice",
                     "mean_diff": mean_row["mean_diff"], "ci": mean_row["ci"], "p": mean_row["p"],
                     "win": mean_row["win"], "tie": mean_row["tie"], "loss": mean_row["loss"], "n": mean_row["n"]})
     return out
@@ -218,7 +238,8 @@ def write_results(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]],
     for r in rows:
         old["runs"][f"{r['family']}/{r['model']}-s{r['seed']}"] = r
     for c in comparisons:
-        old["compare"][f"{c['family']}/{c['model']}"] = c
+        vs = "" if c["vs"] == BASELINE else f"-vs-{c['vs']}"
+        old["compare"][f"{c['family']}/{c['model']}{vs}"] = c
     jpath.write_text(json.dumps(old, indent=2))
     lines = ["# Equal wall-time budget: paper models vs U-Net, from scratch on this CPU", "",
              f"Machine: {machine_description()}", "",
@@ -237,9 +258,11 @@ def write_results(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]],
                   "| run | recipe / preset | params | budget | steps | ms/step | " + " | ".join(cols) + " |",
                   "|---|---|---:|---:|---:|---:|" + "---:|" * len(cols)]
         for r in sorted(frs, key=lambda r: (list(FAMILIES[family]["runs"]).index(r["model"]), r["seed"])):
-            preset = " ".join(s for s in r["overrides"] if s.startswith(("preset=", "model.name=")))
+            preset = " ".join(s for s in r["overrides"] if s.startswith(("preset=", "model.name=", "trainer.precision=")))
+            steps_cap = next((s.split("=")[1] for s in r["overrides"] if s.startswith("trainer.max_steps=")), None)
+            budget = f"{steps_cap} steps" if steps_cap else f"{r['budget_s']:.0f} s"
             lines.append(f"| {r['model']} seed {r['seed']} | `{r['recipe']}` {preset} | {r['params'] / 1e6:.1f} M | "
-                         f"{r['budget_s']:.0f} s | {r['steps']} | {_ms_per_step(r)} | "
+                         f"{budget} | {r['steps']} | {_ms_per_step(r)} | "
                          + " | ".join(_fmt(r.get(c), pct[c]) for c in cols) + " |")
         lines += ["", "Mean over seeds:", "", "| model | seeds | " + " | ".join(cols) + " |",
                   "|---|---:|" + "---:|" * len(cols)]
@@ -258,10 +281,11 @@ def write_results(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]],
         if comps:
             why = ("; the per-case Dice of `cases.csv`: probabilities thresholded at 0.5 without the polyp "
                    "protocol's min-max rescaling, so its mean can differ from the mDice column") if family == "polyp" else ""
-            lines += ["", f"Paired per-case Dice against the U-Net (Δ = model − U-Net, in points{why}):", "",
-                      "| model | Δ Dice | 95 % CI | Wilcoxon p | W/T/L | cases |", "|---|---:|---|---:|---|---:|"]
+            lines += ["", f"Paired per-case Dice (Δ = model − reference, in points{why}):", "",
+                      "| model | reference | Δ Dice | 95 % CI | Wilcoxon p | W/T/L | cases |",
+                      "|---|---|---:|---|---:|---|---:|"]
             for c in comps:
-                lines.append(f"| {c['model']} | {100 * c['mean_diff']:+.1f} | [{100 * c['ci'][0]:+.1f}, "
+                lines.append(f"| {c['model']} | {c['vs']} | {100 * c['mean_diff']:+.1f} | [{100 * c['ci'][0]:+.1f}, "
                              f"{100 * c['ci'][1]:+.1f}] | {c['p']:.3g} | {c['win']}/{c['tie']}/{c['loss']} | {c['n']} |")
         lines.append("")
     (RESULTS / "equal_budget.md").write_text("\n".join(lines) + "\n")
