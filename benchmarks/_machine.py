@@ -35,3 +35,15 @@ def machine_description() -> str:
         f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}; medseg commit {commit}"
     )
+
+
+def write_results(stem: str, lines: list[str], data: object) -> None:
+    """``benchmarks/results/<stem>.md`` (the table lines) and ``<stem>.json`` (``data``), then print the table."""
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (results / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+    print("\n".join(lines))

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_description  # noqa: E402
+from _machine import machine_description, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -154,10 +154,7 @@ def main() -> None:
              "|---|---|---|---|---|"]
     lines += [f"| {r['setup']} | {r['engine_steps_per_s']:.2f} | {r['bare_steps_per_s']:.2f} | "
               f"{r['ratio_bare_over_engine']:.2f} | {r['loader_images_per_s']:.0f} |" for r in rows]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "input_pipeline.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "input_pipeline.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("\n".join(lines))
+    write_results("input_pipeline", lines, rows)
 
 
 if __name__ == "__main__":

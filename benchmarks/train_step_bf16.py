@@ -13,7 +13,6 @@ Results: ``benchmarks/results/train_step_bf16.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,9 +22,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_description  # noqa: E402
+from _machine import machine_description, write_results  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: name -> model, kwargs, in_channels, batch, size: the CPU presets' settings
 SETUPS: dict[str, dict[str, Any]] = {
     "unet_kvasir_cpu": {"model": "unet", "kwargs": {"features": [32, 32, 64, 128, 256, 32]}, "cin": 3, "batch": 16, "size": 128},
@@ -103,10 +101,7 @@ def main() -> None:
                      f"{sp['bf16']:.2f}x | {sp['fp32_cl']:.2f}x | {sp['bf16_cl']:.2f}x | {'met' if best >= 1.6 else 'missed'} |")
     lines += ["", "An earlier version of this file (4 December) reported 0.24-1.08x for bf16: it was measured while other "
               "PyTorch jobs shared the 2 cores, where oversubscribed threads dominate every time."]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_step_bf16.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "train_step_bf16.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("\n".join(lines))
+    write_results("train_step_bf16", lines, rows)
 
 
 if __name__ == "__main__":
