@@ -62,8 +62,6 @@ PRECISIONS = ("fp32", "bf16", "auto")
 #: trained run on real test data (``benchmarks/results/bf16_agreement.md``); ``auto`` picks bf16 only for these
 #: (MDA-U-Net with its fp32 first block, ``MDAUNet.bf16_fp32_modules``: all-bf16 it missed, 99.23 %, Dice -0.006)
 BF16_VERIFIED = frozenset({"unet", "timm_unet", "msnet", "m2snet", "mgrad_unet", "snet", "mda_unet"})
-#: models measured to miss that guard, and by how much (``--precision bf16`` still runs them, with this note)
-BF16_MISSED: dict[str, str] = {}
 #: /proc/cpuinfo flags of a CPU that computes in bf16 natively (AVX512-BF16; Intel AMX)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -103,8 +101,7 @@ def resolve_inference_precision(precision: str | None, device: str | torch.devic
 
     ``auto`` is bf16 where :func:`bf16_supported` and, when ``model`` is named, only for a model in
     :data:`BF16_VERIFIED` (else fp32 with a one-line note); ``bf16`` asked where the device has no native
-    bf16 falls back to fp32 with a one-line note (emulated bf16 is slower than fp32 there), and ``bf16`` for a
-    model in :data:`BF16_MISSED` runs with a note saying how far its masks moved.
+    bf16 falls back to fp32 with a one-line note (emulated bf16 is slower than fp32 there).
     """
     precision = (precision or "fp32").lower()
     if precision not in PRECISIONS:
@@ -115,11 +112,9 @@ def resolve_inference_precision(precision: str | None, device: str | torch.devic
         return "fp32"
     if bf16_supported(device):
         if precision == "auto" and model is not None and model not in BF16_VERIFIED:
-            why = BF16_MISSED.get(model, "its masks have not been checked against fp32 on a trained run")
-            _log.warning("precision auto: fp32 for %s (%s); --precision bf16 forces bf16", model, why)
+            _log.warning("precision auto: fp32 for %s (its bf16 masks have not been checked against fp32 on a "
+                         "trained run); --precision bf16 forces bf16", model)
             return "fp32"
-        if model in BF16_MISSED:
-            _log.warning("precision bf16 for %s: %s", model, BF16_MISSED[model])
         return "bf16"
     if precision == "bf16":
         what = "this CPU has no avx512_bf16 / amx_bf16" if torch.device(device).type == "cpu" else f"{device} has no bf16"
