@@ -136,11 +136,12 @@ def test_declared_submodules_stay_fp32_under_bf16_autocast():
 
         def __init__(self) -> None:
             super().__init__()
-            self.stem = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.stem = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1))
             self.body = torch.nn.Conv2d(4, 2, 3, padding=1)
             self.seen: dict[str, torch.dtype] = {}
+            self.stem[0].register_forward_hook(lambda m, a, out: self.seen.update(conv=out.dtype))
             self.stem.register_forward_hook(lambda m, a, out: self.seen.update(stem=out.dtype))
-            self.body.register_forward_hook(lambda m, a, out: self.seen.update(body=out.dtype))
+            self.body.register_forward_pre_hook(lambda m, a: self.seen.update(body_in=a[0].dtype))
 
         def forward(self, x):
             return self.body(self.stem(x))
@@ -148,12 +149,13 @@ def test_declared_submodules_stay_fp32_under_bf16_autocast():
     model, x = Toy(), torch.rand(1, 1, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         plain = model(x.bfloat16())
-    assert model.seen == {"stem": torch.bfloat16, "body": torch.bfloat16}
+    assert model.seen == {"conv": torch.bfloat16, "stem": torch.bfloat16, "body_in": torch.bfloat16}
     assert fast.keep_fp32_under_autocast(model) == 1
     assert fast.keep_fp32_under_autocast(model) == 1  # idempotent: wrapped once
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x.bfloat16())
-    assert model.seen == {"stem": torch.float32, "body": torch.bfloat16}  # bf16 input computed in fp32
+    # the bf16 input is computed in fp32 inside the island, whose output is cast back once for the consumers
+    assert model.seen == {"conv": torch.float32, "stem": torch.bfloat16, "body_in": torch.bfloat16}
     assert out.shape == plain.shape
     ref = model(x)  # without autocast the wrapper changes nothing
     assert torch.allclose(ref, Toy.forward(model, x))

@@ -355,3 +355,19 @@ def test_recipes_validate(name: str) -> None:
     for c in (cfg, load_config(name, ["preset=ce"])):
         total, parts = Criterion.from_config(c.loss)(out, target)
         assert torch.isfinite(total) and len(parts) == 2
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_attention_keeps_the_input_layout_and_values(fmt: torch.memory_format) -> None:
+    """The fast path hands channels_last maps in: same values as contiguous, same layout out, dtype kept."""
+    torch.manual_seed(3)
+    block = MDSA(6, K=3)
+    with torch.no_grad():
+        block.channel.gamma.fill_(0.5)
+    x = torch.randn(2, 6, 5, 7)
+    ref = block(x)
+    out = block(x.contiguous(memory_format=fmt))
+    torch.testing.assert_close(out, ref)
+    assert out.is_contiguous(memory_format=fmt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block(x.bfloat16().contiguous(memory_format=fmt)).dtype == torch.bfloat16

@@ -134,7 +134,9 @@ def keep_fp32_under_autocast(model: nn.Module) -> int:
 
     A model declares them where bf16 inference measurably moved its masks (e.g. MDA-U-Net's full-resolution
     first encoder block on raw CT intensities); each such forward gets float32 inputs with autocast off, and
-    the next layer casts its output back under autocast. Returns the number of submodules changed."""
+    its floating outputs are cast once to the autocast dtype (so every consumer does not cast the same map
+    again, and adds/concatenations downstream stay in the autocast dtype, as after any autocast layer).
+    Returns the number of submodules changed."""
     names = getattr(model, "bf16_fp32_modules", ())
     for name in names:
         module = model.get_submodule(name)
@@ -150,8 +152,16 @@ def _fp32_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         args = tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
         device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
-        with torch.autocast(device_type=device, enabled=False):
+        if not torch.is_autocast_enabled(device):
             return forward(*args, **kwargs)
+        with torch.autocast(device_type=device, enabled=False):
+            out = forward(*args, **kwargs)
+        dtype = torch.get_autocast_dtype(device)
+
+        def cast(t: Any) -> Any:
+            return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+        return type(out)(cast(t) for t in out) if type(out) in (tuple, list) else cast(out)
 
     return run
 
