@@ -36,7 +36,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COVID = ["data.format=image_folder", "data.mask_dir=masks_multiclass", "data.num_classes=3",
          "data.class_names=[background, ground_glass, consolidation]", "data.normalize={kind: unit}",
          "data.train_split=train", "data.test_split=test", "data.val_fraction=0.1",
-         "eval.protocol=image", "eval.mode=strict"]
+         "eval.protocol=image", "eval.mode=strict",
+         "eval.label_groups=[{name: infection, labels: [1, 2]}]"]  # the recipe's group is KiTS's kidney ∪ tumour
 
 #: the lesion U-Net baseline: MDA-U-Net's recipe, Dice + CE on the one output, widths 16-256
 UNET_COVID = COVID + ["preset=cpu", "model.name=unet", "model.kwargs={features: [16, 32, 64, 128, 256, 16]}",

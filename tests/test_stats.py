@@ -81,3 +81,18 @@ def test_attention_macs_counted_on_cpu():
             return torch.nn.functional.scaled_dot_product_attention(q, kv, kv)
 
     assert count_macs(Attend(), torch.randn(1, 2, 10, 8)) == 1 * 2 * 10 * 6 * (8 + 8)
+
+
+def test_bf16_stats_run_the_models_fp32_islands(monkeypatch):
+    """stats times a model as `predict --precision bf16` runs it: with its bf16_fp32_modules in fp32."""
+    import medseg.engine.fast as fast
+
+    wrapped: list[tuple[str, ...]] = []
+    real = fast.keep_fp32_under_autocast
+    monkeypatch.setattr(fast, "keep_fp32_under_autocast", lambda m: wrapped.append(m.bf16_fp32_modules) or real(m))
+    model_stats("mda_unet", size=32, batch=1, in_channels=1, out_channels=2, amp="bf16", warmup=0, repeats=1,
+                memory=False, matmul_gflops_ref=1.0, model_kwargs={"channels": [4, 8, 16, 32, 64]})
+    assert wrapped == [("encoder.0",)]
+    model_stats("mda_unet", size=32, batch=1, in_channels=1, out_channels=2, warmup=0, repeats=1,
+                memory=False, matmul_gflops_ref=1.0, model_kwargs={"channels": [4, 8, 16, 32, 64]})
+    assert len(wrapped) == 1  # fp32 stats leave the model as it is

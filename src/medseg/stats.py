@@ -300,7 +300,7 @@ def model_stats(
         memory: measure peak memory (one extra batch-``B`` forward).
         seed: seed of the weights and inputs.
     """
-    from medseg.engine.fast import optimize_for_inference, set_fixed_filter_fast
+    from medseg.engine.fast import keep_fp32_under_autocast, optimize_for_inference, set_fixed_filter_fast
     from medseg.models import build_model, count_parameters, get_entry
 
     entry = get_entry(name)
@@ -341,6 +341,8 @@ def model_stats(
         optimize_for_inference(model, channels_last=channels_last, fold_bn=True, compile=compile, example_input=x1)
     elif channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if amp == "bf16":
+        keep_fp32_under_autocast(model)  # the model's fp32 islands, as `predict --precision bf16` runs it
 
     def run(x: Tensor) -> Callable[[], Any]:
         def call() -> Any:
