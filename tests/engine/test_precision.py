@@ -166,3 +166,34 @@ def test_mda_unet_declares_its_fp32_stem():
 
     model = build_model("mda_unet", in_channels=1, out_channels=3, channels=[4, 8, 16, 32, 64])
     assert all(isinstance(model.get_submodule(n), torch.nn.Module) for n in model.bf16_fp32_modules)
+
+
+def test_fp32_island_survives_bn_folding():
+    """An island on a conv that BN folding replaces (fuse_conv_bn_eval deep-copies it) runs the fused copy:
+    a wrapper bound to the old conv would run its unfolded weights with the BN already gone."""
+
+    class Toy(torch.nn.Module):
+        bf16_fp32_modules = ("block.0",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+            self.head = torch.nn.Conv2d(4, 1, 1)
+
+        def forward(self, x):
+            return self.head(self.block(x))
+
+    torch.manual_seed(0)
+    model = Toy().eval()
+    with torch.no_grad():
+        model.block[1].running_mean.uniform_(2.0, 3.0)
+        model.block[1].running_var.uniform_(4.0, 9.0)
+    x = torch.rand(1, 1, 8, 8)
+    with torch.inference_mode():
+        ref = model(x)
+    fast.keep_fp32_under_autocast(model)
+    assert fast.fold_conv_bn(model) == 1
+    assert getattr(model.block[0], "medseg_fp32", False)  # the fused copy is still an island
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.02)

@@ -46,6 +46,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -142,28 +143,28 @@ def keep_fp32_under_autocast(model: nn.Module) -> int:
         module = model.get_submodule(name)
         if getattr(module, "medseg_fp32", False):
             continue
-        module.forward = _fp32_forward(module.forward)  # type: ignore[method-assign]
+        # a method bound to the module, not a closure over its old bound forward: a deep copy of the module
+        # (BN folding copies the conv it fuses) then runs the copy, not the original's unfolded weights
+        module.forward = types.MethodType(_fp32_forward, module)  # type: ignore[method-assign]
         module.medseg_fp32 = True  # type: ignore[assignment]
     return len(names)
 
 
-def _fp32_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(forward)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        args = tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
-        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
-        if not torch.is_autocast_enabled(device):
-            return forward(*args, **kwargs)
-        with torch.autocast(device_type=device, enabled=False):
-            out = forward(*args, **kwargs)
-        dtype = torch.get_autocast_dtype(device)
+def _fp32_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """``type(self).forward`` in float32 with autocast off; floating outputs cast to the autocast dtype."""
+    forward = type(self).forward
+    args = tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+    device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+    if not torch.is_autocast_enabled(device):
+        return forward(self, *args, **kwargs)
+    with torch.autocast(device_type=device, enabled=False):
+        out = forward(self, *args, **kwargs)
+    dtype = torch.get_autocast_dtype(device)
 
-        def cast(t: Any) -> Any:
-            return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+    def cast(t: Any) -> Any:
+        return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
 
-        return type(out)(cast(t) for t in out) if type(out) in (tuple, list) else cast(out)
-
-    return run
+    return type(out)(cast(t) for t in out) if type(out) in (tuple, list) else cast(out)
 
 
 def _is_plain_sequential(m: nn.Module) -> bool:
