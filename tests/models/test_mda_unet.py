@@ -371,3 +371,20 @@ def test_attention_keeps_the_input_layout_and_values(fmt: torch.memory_format) -
     assert out.is_contiguous(memory_format=fmt)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert block(x.bfloat16().contiguous(memory_format=fmt)).dtype == torch.bfloat16
+
+
+def test_attention_gradients_match_across_layouts() -> None:
+    """Training with channels_last (the cpu presets) back-propagates the same gradients as contiguous."""
+    torch.manual_seed(4)
+    block = MDSA(6, K=3)
+    with torch.no_grad():
+        block.channel.gamma.fill_(0.5)
+    x = torch.randn(2, 6, 5, 7)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        block.zero_grad()
+        xi = x.clone().contiguous(memory_format=fmt).requires_grad_(True)
+        (block(xi) ** 2).sum().backward()
+        grads.append((xi.grad, block.position.dense.weight.grad.clone(), block.channel.gamma.grad.clone()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
