@@ -46,7 +46,12 @@ def _labels(logits: torch.Tensor) -> torch.Tensor:
 
 
 def equality_rows() -> list[str]:
-    from medseg.engine.fast import calibrate_batchnorm, optimize_for_inference, set_fixed_filter_fast
+    from medseg.engine.fast import (
+        calibrate_batchnorm,
+        keep_fp32_under_autocast,
+        optimize_for_inference,
+        set_fixed_filter_fast,
+    )
     from medseg.models import build_model
     from medseg.stats import paper_figures
 
@@ -63,6 +68,7 @@ def equality_rows() -> list[str]:
         calibrate_batchnorm(plain, x, seed=1)
         fast = optimize_for_inference(copy.deepcopy(plain), channels_last=True, example_input=x[:1])
         set_fixed_filter_fast(fast, True)
+        keep_fp32_under_autocast(fast)  # the model's fp32 islands, as `predict --precision bf16` runs it
         with torch.inference_mode():
             ref = plain(x).logits.float()
             out = fast(x).logits.float()
