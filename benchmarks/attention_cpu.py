@@ -5,6 +5,9 @@ stages (15 680 tokens, 2 heads of 32 channels): 31.5 of its 75.7 GMACs, one kern
 call (shapes taken from the model) with PyTorch's CPU kernels: ``scaled_dot_product_attention`` (flash) in
 fp32 and bf16, a query-chunked math path (matmul, softmax, matmul) in both, and the same flash call at head
 width 64 (twice the products, the same number of softmax exponentials). Interleaved, median of the repeats.
+PyTorch's CPU flash kernel packs bf16 tiles for oneDNN's brgemm only where oneDNN's ISA reaches AMX
+(``cpublas::could_pack`` in ATen's CPUBlas.cpp); on a CPU with avx512_bf16 but no AMX its bf16 call is
+therefore no faster than fp32, which the fp32/bf16 rows here show.
 
     python benchmarks/attention_cpu.py [--repeats 3]
 
