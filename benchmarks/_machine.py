@@ -47,3 +47,18 @@ def write_results(stem: str, lines: list[str], data: object) -> None:
     (results / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (results / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
     print("\n".join(lines))
+
+
+def merged_rows(stem: str, rows: list[dict], key: str, field: str | None = None) -> list[dict]:
+    """The rows of ``benchmarks/results/<stem>.json`` (its ``field`` where the file holds a dict), with ``rows``
+    replacing those of the same ``key`` in place and the others appended: re-running part of a benchmark keeps
+    the rows it did not measure."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "results" / f"{stem}.json"
+    old = json.loads(path.read_text()) if path.is_file() else []
+    if field is not None:
+        old = old.get(field, []) if isinstance(old, dict) else []
+    new = {r[key]: r for r in rows}
+    return [new.pop(r[key], r) for r in old] + list(new.values())
