@@ -75,6 +75,7 @@ def bench_model(name: str, repeats: int, official_repo: Path | None = None, comp
     model = build_model(name, in_channels=cin, out_channels=cout).eval()
     x = torch.randn(1, cin, h, w)
     calibrate_batchnorm(model, x)
+    keep_fp32_under_autocast(model)  # as Predictor does for --precision bf16 (the compiled copy below too)
     compiled = None
     if compile:  # Inductor with freezing (constant-folds BN and pre-packs the bf16 weights), autocast bf16
         import copy
@@ -85,7 +86,6 @@ def bench_model(name: str, repeats: int, official_repo: Path | None = None, comp
         compiled = copy.deepcopy(model)
         optimize_for_inference(compiled, fold_bn=False, compile=True)
     optimize_for_inference(model, example_input=x)
-    keep_fp32_under_autocast(model)  # as Predictor does for --precision bf16
     macs = count_macs(model, x)
     official = official_model(name, official_repo) if official_repo else None
 
