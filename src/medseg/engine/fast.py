@@ -34,7 +34,7 @@ them (``False`` = the official literal full convolution, used by tests and by ``
 support -- for a model whose bf16 masks were checked on a trained run, :data:`BF16_VERIFIED`; else fp32).
 Submodules a model lists in ``bf16_fp32_modules`` stay float32 (:func:`keep_fp32_under_autocast`). Measured
 quietly on this project's 2-core AMD EPYC (avx512_bf16), batch 1, paper sizes (``benchmarks/results/bf16.md``):
-bf16 autocast takes 0.49-0.80x the fp32 fast path's latency (MSNet 352: 0.57x, and 0.49x the authors' fp32
+bf16 autocast takes 0.53-0.81x the fp32 fast path's latency (MSNet 352: 0.59x, and 0.47x the authors' fp32
 code). An earlier check under load found autocast faster than converting the folded model to bf16 (MSNet
 352: 0.87x vs 1.12x), so autocast it is. bf16 is not exact: ``benchmarks/results/bf16_agreement.md`` has
 the mask agreement on trained runs.
