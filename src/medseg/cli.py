@@ -551,12 +551,12 @@ def stats(
         dev = resolve_device(device)
         if precision != "fp32" and amp is not None:
             _fail("give --precision or --amp, not both")
+        from medseg.engine.fast import resolve_inference_precision
+
         rows = []
         for n in names:
             err_console.print(f"measuring {n} ...", highlight=False)
-            if precision != "fp32":
-                from medseg.engine.fast import resolve_inference_precision
-
+            if precision != "fp32":  # per model: auto is bf16 only for models verified in bf16
                 amp = "bf16" if resolve_inference_precision(precision, dev, n) == "bf16" else None
             rows.append(model_stats(n, size=hw, batch=batch, device=dev, in_channels=in_channels,
                                     out_channels=out_channels, amp=amp, channels_last=channels_last, fast=fast,
